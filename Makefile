@@ -1,0 +1,79 @@
+# ML Production Service. `make help` lists the targets; every Python command runs through `uv run`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+# uv uses the machine's interpreter and never downloads one.
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := $(PYTHON)
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+RUN := $(UV) run --locked
+VENV_STAMP := .venv/.synced
+API_URL ?= http://127.0.0.1:$(or $(MPS_API_PORT),8000)
+
+.PHONY: help uv environment-create environment-sync format lint type-check validate-branch unit-test \
+	functional-test all-test all-test-validate-branch api-run serve api-validate eval-heuristic \
+	train-decision-tree train-random-forest train-xgboost train-all
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-26s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+uv: ## Install uv from PyPI if it is missing
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+
+$(VENV_STAMP): pyproject.toml uv.lock
+	@$(MAKE) --no-print-directory uv
+	$(UV) sync --locked
+	@touch $@
+
+environment-create: $(VENV_STAMP) ## Create .venv from uv.lock (runtime + dev tools) if missing or stale
+
+environment-sync: uv ## Re-sync .venv with uv.lock
+	$(UV) sync --locked
+	@touch $(VENV_STAMP)
+
+format: $(VENV_STAMP) ## Format and auto-fix the code
+	$(RUN) ruff format .
+	$(RUN) ruff check --fix .
+
+lint: $(VENV_STAMP) ## ruff check and format check
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+type-check: $(VENV_STAMP) ## mypy --strict on the package
+	$(RUN) mypy
+
+validate-branch: lint type-check ## Everything a branch must pass before merge: lint, format, types
+
+unit-test: $(VENV_STAMP) ## Unit tests
+	$(RUN) pytest tests/unit
+
+functional-test: $(VENV_STAMP) ## Functional tests through HTTP
+	$(RUN) pytest tests/functional
+
+all-test: $(VENV_STAMP) ## The whole test suite with the branch-coverage gate (95%)
+	$(RUN) pytest --cov --cov-report=term
+
+all-test-validate-branch: validate-branch all-test ## validate-branch, then all-test
+
+api-run: $(VENV_STAMP) ## Serve the API (MPS_MODEL_TYPE, MPS_API_HOST, MPS_API_PORT, ... are honoured)
+	$(RUN) python -m ml_production_service
+
+serve: api-run ## Production server: exactly the container's command (MPS_WORKERS workers)
+
+api-validate: $(VENV_STAMP) ## Post the 150 iris rows to a running server (API_URL) and print the accuracy
+	$(RUN) python scripts/api_validate.py --url $(API_URL)
+
+eval-heuristic: $(VENV_STAMP) ## Evaluate the heuristic and promote its manifest into registry/prd
+	$(RUN) python -m research.experiments.heuristic
+
+train-decision-tree: $(VENV_STAMP) ## Train, validate (LOOCV) and promote the decision tree
+	$(RUN) python -m research.experiments.decision_tree
+
+train-random-forest: $(VENV_STAMP) ## Train, validate (LOOCV) and promote the random forest
+	$(RUN) python -m research.experiments.random_forest
+
+train-xgboost: $(VENV_STAMP) ## Train, validate (LOOCV) and promote XGBoost
+	$(RUN) python -m research.experiments.xgboost_model
+
+train-all: eval-heuristic train-decision-tree train-random-forest train-xgboost ## Every model above

@@ -1,0 +1,127 @@
+"""Service configuration: one settings class, read from ``MPS_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "MPS_"
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_REGISTRY_DIR = REPOSITORY_ROOT / "registry" / "prd"
+
+
+class ModelType(StrEnum):
+    """The predictors the service can serve, chosen by ``MPS_MODEL_TYPE``."""
+
+    HEURISTIC = "heuristic"
+    DECISION_TREE = "decision_tree"
+    RANDOM_FOREST = "random_forest"
+    XGBOOST = "xgboost"
+
+
+class LogFormat(StrEnum):
+    """How log records are rendered."""
+
+    JSON = "json"
+    CONSOLE = "console"
+
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class ServiceConfig(BaseSettings):
+    """Every setting of the service; each field is read from ``MPS_<FIELD NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        case_sensitive=False,
+        extra="ignore",
+        frozen=True,
+        protected_namespaces=(),
+    )
+
+    model_type: ModelType = ModelType.HEURISTIC
+    """Which predictor serves requests."""
+
+    log_level: LogLevel = "INFO"
+    """Minimum level of the records that are written."""
+
+    log_format: LogFormat | None = None
+    """``json`` or ``console``; unset means console on a terminal, JSON otherwise."""
+
+    api_host: str = "0.0.0.0"  # noqa: S104 - a container must listen on every interface
+    """Interface the HTTP server binds to."""
+
+    api_port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    """TCP port the HTTP server listens on."""
+
+    workers: Annotated[int, Field(ge=1, le=64)] = Field(default_factory=lambda: os.cpu_count() or 1)
+    """Number of server worker processes (each loads the model once)."""
+
+    registry_dir: Path = DEFAULT_REGISTRY_DIR
+    """Folder holding the promoted models (one sub-folder per model type)."""
+
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    """Largest request body accepted; a larger one is answered 413."""
+
+    max_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    """Most rows one batch request may carry."""
+
+    allow_version_mismatch: bool = False
+    """Serve an artifact trained with other library versions than the installed ones."""
+
+    inline_predict_max_us: Annotated[float, Field(ge=0)] = 100.0
+    """Predictions faster than this (measured at start-up) run on the event loop, slower ones in a thread."""
+
+    graceful_timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    """Seconds in-flight requests get to finish after SIGTERM."""
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot run with; the message is one line."""
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """Turn a settings validation error into one line naming variable, value and rule."""
+    parts = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else "?"
+        variable = f"{ENV_PREFIX}{field.upper()}"
+        allowed = _allowed_values(field)
+        rule = item["msg"] if allowed is None else f"allowed values: {allowed}"
+        parts.append(f"{variable}={item.get('input')!r} is invalid ({rule})")
+    return "invalid configuration: " + "; ".join(parts)
+
+
+def _allowed_values(field: str) -> str | None:
+    choices = {
+        "model_type": ", ".join(m.value for m in ModelType),
+        "log_format": ", ".join(f.value for f in LogFormat),
+        "log_level": "DEBUG, INFO, WARNING, ERROR, CRITICAL",
+    }
+    return choices.get(field)
+
+
+def load_config() -> ServiceConfig:
+    """Read the configuration from the environment; raise ConfigError with a one-line message."""
+    try:
+        return ServiceConfig()
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error)) from None
+
+
+@lru_cache(maxsize=1)
+def get_config() -> ServiceConfig:
+    """The process-wide configuration, read once."""
+    return load_config()

@@ -1,0 +1,53 @@
+"""The one feature transform, shared by training and serving (it travels inside each artifact)."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.preprocessing import FunctionTransformer
+
+FEATURE_NAMES: tuple[str, ...] = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+"""The raw measurements a request carries, in the order every model expects them."""
+
+ENGINEERED_FEATURE_NAMES: tuple[str, ...] = (
+    *FEATURE_NAMES,
+    "petal_area",
+    "sepal_area",
+    "petal_aspect",
+    "sepal_aspect",
+)
+"""The columns the fitted models see, after ``engineer_features``."""
+
+MAX_MEASUREMENT_CM = 100.0
+"""Largest accepted measurement; iris flowers measure under 8 cm, so anything past this is an error."""
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def engineer_features(raw: npt.ArrayLike) -> FloatArray:
+    """Map raw rows ``[n, 4]`` to model inputs ``[n, 8]``: the raw values, areas and aspect ratios.
+
+    Inputs must be finite and positive (the API guarantees it), so the ratios are always defined.
+    """
+    x = np.asarray(raw, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != len(FEATURE_NAMES):
+        raise ValueError(f"expected rows of {len(FEATURE_NAMES)} features, got shape {x.shape}")
+    sepal_length, sepal_width, petal_length, petal_width = x.T
+    return np.column_stack(
+        (
+            x,
+            petal_length * petal_width,
+            sepal_length * sepal_width,
+            petal_length / petal_width,
+            sepal_length / sepal_width,
+        )
+    )
+
+
+def _feature_names_out(_transformer: object, _input_features: object) -> list[str]:
+    return list(ENGINEERED_FEATURE_NAMES)
+
+
+def make_feature_transformer() -> FunctionTransformer:
+    """The pipeline step that applies ``engineer_features``; pickled by reference, never by copy."""
+    return FunctionTransformer(engineer_features, validate=False, feature_names_out=_feature_names_out)

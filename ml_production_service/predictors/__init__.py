@@ -1,0 +1,1 @@
+"""Predictors: one interface, one implementation per kind of model."""

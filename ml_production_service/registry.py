@@ -1,0 +1,127 @@
+"""The model registry on disk: ``<registry>/<model_type>/manifest.json`` beside its artifact.
+
+Loading checks the artifact's sha256 against the manifest *before* unpickling it, and refuses
+artifacts trained with other library versions unless explicitly allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import joblib
+from pydantic import ValidationError
+
+from ml_production_service.configs import ModelType
+from ml_production_service.manifest import MANIFEST_FILE, ModelManifest, installed_library_versions
+from ml_production_service.predictors.base import IntegrityError, ManifestError, VersionMismatchError
+
+ARTIFACT_FILE = "model.joblib"
+EXACT_VERSION_LIBRARIES = ("scikit-learn", "xgboost")
+"""Pickles of these only load faithfully with the exact version that wrote them."""
+MAJOR_VERSION_LIBRARIES = ("numpy",)
+
+
+def model_dir(registry_dir: Path, model_type: ModelType) -> Path:
+    """Folder of one model type in a registry."""
+    return registry_dir / model_type.value
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(registry_dir: Path, model_type: ModelType) -> ModelManifest:
+    """Read and validate the manifest of ``model_type``; ManifestError if missing or malformed."""
+    path = model_dir(registry_dir, model_type) / MANIFEST_FILE
+    try:
+        manifest = ModelManifest.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        raise ManifestError(
+            f"no manifest at {path}: train and promote the model (make train-{model_type.value.replace('_', '-')}) "
+            "or point MPS_REGISTRY_DIR at a registry that has it"
+        ) from None
+    except ValidationError as error:
+        raise ManifestError(f"manifest {path} is invalid: {error.errors()[0]['msg']}") from None
+    if manifest.model_type != model_type:
+        raise ManifestError(f"manifest {path} is for {manifest.model_type.value}, expected {model_type.value}")
+    return manifest
+
+
+def version_mismatches(manifest: ModelManifest) -> list[str]:
+    """Each tracked library whose installed version differs from the one the artifact was trained with."""
+    installed = installed_library_versions()
+    problems = []
+    for library in (*EXACT_VERSION_LIBRARIES, *MAJOR_VERSION_LIBRARIES):
+        trained = manifest.library_versions.get(library)
+        if trained is None:
+            continue
+        current = installed[library]
+        same = trained == current if library in EXACT_VERSION_LIBRARIES else _major(trained) == _major(current)
+        if not same:
+            problems.append(f"{library} trained {trained}, installed {current}")
+    return problems
+
+
+def _major(version: str) -> str:
+    return version.split(".", 1)[0]
+
+
+def load_artifact(
+    registry_dir: Path, model_type: ModelType, *, allow_version_mismatch: bool = False
+) -> tuple[Any, ModelManifest]:
+    """Verify and unpickle the artifact of ``model_type``; return it with its manifest."""
+    manifest = read_manifest(registry_dir, model_type)
+    if manifest.artifact is None or manifest.sha256 is None:
+        raise ManifestError(f"manifest of {model_type.value} names no artifact and sha256")
+    if Path(manifest.artifact).name != manifest.artifact:
+        raise ManifestError(f"manifest of {model_type.value} names artifact {manifest.artifact!r} outside its folder")
+    path = model_dir(registry_dir, model_type) / manifest.artifact
+    if not path.is_file():
+        raise ManifestError(f"artifact {path} named by the manifest does not exist")
+    actual = sha256_file(path)
+    if actual != manifest.sha256:
+        raise IntegrityError(
+            f"integrity check failed for {path}: sha256 is {actual}, the manifest expects {manifest.sha256}; "
+            "the file was modified or corrupted and will not be unpickled"
+        )
+    mismatches = version_mismatches(manifest)
+    if mismatches and not allow_version_mismatch:
+        raise VersionMismatchError(
+            f"artifact of {model_type.value} was trained with other library versions ({'; '.join(mismatches)}): "
+            f"retrain it with make train-{model_type.value.replace('_', '-')}, "
+            "or set MPS_ALLOW_VERSION_MISMATCH=true to serve it anyway"
+        )
+    return joblib.load(path), manifest
+
+
+def save_model(registry_dir: Path, manifest: ModelManifest, artifact: Any | None) -> ModelManifest:
+    """Write ``artifact`` (if any) and its manifest, filling in artifact name and sha256; return the manifest."""
+    folder = model_dir(registry_dir, manifest.model_type)
+    folder.mkdir(parents=True, exist_ok=True)
+    if artifact is not None:
+        path = folder / ARTIFACT_FILE
+        _atomic_write(path, lambda target: joblib.dump(artifact, target))
+        manifest = manifest.model_copy(update={"artifact": ARTIFACT_FILE, "sha256": sha256_file(path)})
+    text = manifest.model_dump_json(indent=2) + "\n"
+    _atomic_write(folder / MANIFEST_FILE, lambda target: target.write_text(text, encoding="utf-8"))
+    return manifest
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(descriptor)
+    try:
+        write(Path(temporary))
+        os.chmod(temporary, 0o644)  # mkstemp creates 0600; registry files are meant to be read by the service user
+        os.replace(temporary, path)
+    finally:
+        Path(temporary).unlink(missing_ok=True)

@@ -1,0 +1,124 @@
+"""The FastAPI application: ``create_app(config)`` with a lifespan that loads and warms the model."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from pydantic.json_schema import models_json_schema
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from ml_production_service import __version__
+from ml_production_service.configs import ServiceConfig, get_config
+from ml_production_service.factory import get_predictor
+from ml_production_service.logging import configure_logging, get_logger
+from ml_production_service.server.deps import ServedModel
+from ml_production_service.server.errors import ApiError, details_from, error_response
+from ml_production_service.server.middleware import RequestContextMiddleware
+from ml_production_service.server.routes import health, model, predict
+from ml_production_service.server.schemas import SETOSA_EXAMPLE, BatchRequest, IrisFeatures
+
+logger = get_logger("ml_production_service.app")
+DOCUMENTED_BODIES = (IrisFeatures, BatchRequest)
+
+
+def _request_id(request: Request) -> str | None:
+    request_id: str | None = request.scope.get("state", {}).get("request_id")
+    return request_id
+
+
+async def _api_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, ApiError)
+    return error_response(error, _request_id(request))
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+    api_error = ApiError(error.status_code, code, f"{request.method} {request.url.path}: {error.detail}")
+    return error_response(api_error, _request_id(request), headers=dict(error.headers or {}))
+
+
+async def _validation_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, RequestValidationError)
+    details = details_from(list(error.errors()))
+    summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
+    return error_response(
+        ApiError(422, "validation_error", f"request validation failed: {summary}", details), _request_id(request)
+    )
+
+
+EXCEPTION_HANDLERS = {
+    ApiError: _api_error,
+    StarletteHTTPException: _http_error,
+    RequestValidationError: _validation_error,
+}
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load the configured predictor once, warm it, decide inline vs thread, then serve."""
+    config: ServiceConfig = app.state.config
+    started = time.perf_counter()
+    predictor = get_predictor(config)
+    load_seconds = time.perf_counter() - started
+    warm_row = IrisFeatures.model_validate(SETOSA_EXAMPLE).to_row()[0]
+    warmup_us = predictor.warm_up(warm_row)
+    inline = warmup_us <= config.inline_predict_max_us
+    app.state.served = ServedModel(predictor=predictor, inline=inline, warmup_us=warmup_us)
+    app.state.model_info.update(model_type=predictor.model_type, model_version=predictor.version)
+    app.state.load_seconds = load_seconds
+    app.state.ready = True
+    logger.info(
+        "model_loaded",
+        model_type=predictor.model_type,
+        model_version=predictor.version,
+        sha256=predictor.manifest.sha256,
+        load_ms=round(load_seconds * 1000, 3),
+        predict_p50_us=round(warmup_us, 1),
+        runs_inline=inline,
+    )
+    try:
+        yield
+    finally:
+        app.state.ready = False
+        logger.info("shutting_down", model_type=predictor.model_type)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """OpenAPI with the request bodies the routes validate themselves."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        _, definitions = models_json_schema(
+            [(body, "validation") for body in DOCUMENTED_BODIES], ref_template="#/components/schemas/{model}"
+        )
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(definitions.get("$defs", {}))
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def create_app(config: ServiceConfig | None = None) -> FastAPI:
+    """Build the service for ``config`` (default: the environment's ``MPS_*`` variables)."""
+    config = config or get_config()
+    configure_logging(config)
+    app = FastAPI(
+        title="ML Production Service",
+        version=__version__,
+        description="Iris classification behind one interface: heuristic, decision tree, random forest, XGBoost.",
+        lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+    )
+    app.state.config = config
+    app.state.ready = False
+    app.state.model_info = {"model_type": config.model_type.value, "model_version": None}
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=config.max_body_bytes, model_info=app.state.model_info)
+    for router in (predict.router, health.router, model.router):
+        app.include_router(router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app

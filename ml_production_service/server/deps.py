@@ -1,0 +1,50 @@
+"""Dependencies the routes declare: the served model, reached through FastAPI's injection."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from ml_production_service.configs import ServiceConfig
+from ml_production_service.predictors.base import BasePredictor
+from ml_production_service.server.errors import ApiError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ServedModel:
+    """The loaded predictor and how to call it: inline when it answers in microseconds, else in a thread."""
+
+    predictor: BasePredictor
+    inline: bool
+    warmup_us: float
+
+    async def run(self, function: Callable[..., T], *args: object) -> tuple[T, float]:
+        """Call ``function(*args)`` without holding up the event loop; return its result and seconds spent."""
+        started = time.perf_counter()
+        result = function(*args) if self.inline else await run_in_threadpool(function, *args)
+        return result, time.perf_counter() - started
+
+
+def get_served_model(request: Request) -> ServedModel:
+    """The model the lifespan loaded; 503 while there is none."""
+    served: ServedModel | None = getattr(request.app.state, "served", None)
+    if served is None:
+        raise ApiError(503, "not_ready", "the model is not loaded yet")
+    return served
+
+
+def get_service_config(request: Request) -> ServiceConfig:
+    """The configuration the app was created with."""
+    config: ServiceConfig = request.app.state.config
+    return config
+
+
+ModelDep = Annotated[ServedModel, Depends(get_served_model)]
+ConfigDep = Annotated[ServiceConfig, Depends(get_service_config)]

@@ -1,0 +1,17 @@
+"""Model metadata: the served model's manifest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from ml_production_service.server.deps import ModelDep
+
+router = APIRouter(tags=["model"])
+
+
+@router.get("/model")
+async def model_metadata(model: ModelDep) -> dict[str, Any]:
+    """The loaded model's manifest: type, version, sha256, features, classes, metrics, library versions."""
+    return model.predictor.manifest.model_dump(mode="json")

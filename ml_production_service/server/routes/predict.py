@@ -1,0 +1,91 @@
+"""Prediction routes: one row, or a batch."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from ml_production_service.predictors.base import Prediction
+from ml_production_service.server.body import read_json
+from ml_production_service.server.deps import ConfigDep, ModelDep
+from ml_production_service.server.errors import JSON, ApiError
+from ml_production_service.server.schemas import (
+    BatchRequest,
+    BatchResponse,
+    ErrorResponse,
+    IrisFeatures,
+    PredictResponse,
+)
+
+router = APIRouter(tags=["predict"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for status in (400, 413, 415, 422, 503)}
+
+
+def _body(schema: str) -> dict[str, Any]:
+    return {
+        "requestBody": {"required": True, "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+    }
+
+
+def _server_timing(model_seconds: float) -> dict[str, str]:
+    return {"server-timing": f"model;dur={model_seconds * 1000:.3f}"}
+
+
+@router.post(
+    "/predict",
+    response_model=None,
+    responses={200: {"model": PredictResponse}, **ERRORS},
+    openapi_extra=_body(IrisFeatures.__name__),
+)
+async def predict(
+    request: Request,
+    model: ModelDep,
+    explain: Annotated[bool, Query(description="Add the reason for the prediction.")] = False,
+) -> Response:
+    """Classify one flower from its four measurements in centimetres."""
+    row = (await read_json(request, IrisFeatures)).to_row()
+    predictor = model.predictor
+    prediction, seconds = await model.run(predictor.predict_one, row)
+    payload: dict[str, Any] = {
+        "prediction": prediction.label,
+        "probabilities": prediction.probabilities,
+        "model_type": predictor.model_type,
+        "model_version": predictor.version,
+    }
+    if explain:
+        payload["explanation"], _ = await model.run(predictor.explain, row[0])
+    return Response(orjson.dumps(payload), media_type=JSON, headers=_server_timing(seconds))
+
+
+@router.post(
+    "/predict/batch",
+    response_model=None,
+    responses={200: {"model": BatchResponse}, **ERRORS},
+    openapi_extra=_body(BatchRequest.__name__),
+)
+async def predict_batch(request: Request, model: ModelDep, config: ConfigDep) -> Response:
+    """Classify up to ``MPS_MAX_BATCH_SIZE`` flowers; one invalid row rejects the batch."""
+    batch = await read_json(request, BatchRequest)
+    if len(batch.instances) > config.max_batch_size:
+        raise ApiError(
+            413,
+            "batch_too_large",
+            f"batch has {len(batch.instances)} rows, the limit is {config.max_batch_size} (MPS_MAX_BATCH_SIZE)",
+            [{"field": "instances", "rule": "max_length", "message": f"at most {config.max_batch_size} rows"}],
+        )
+    predictor = model.predictor
+    predictions, seconds = await model.run(predictor.predict_many, batch.to_rows())
+    payload = {
+        "predictions": [_row(p) for p in predictions],
+        "model_type": predictor.model_type,
+        "model_version": predictor.version,
+    }
+    return Response(orjson.dumps(payload), media_type=JSON, headers=_server_timing(seconds))
+
+
+def _row(prediction: Prediction) -> dict[str, Any]:
+    return {"prediction": prediction.label, "probabilities": prediction.probabilities}

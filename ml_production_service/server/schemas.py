@@ -1,0 +1,112 @@
+"""Request and response models; requests forbid unknown fields and accept only finite, positive numbers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
+
+from ml_production_service.features import FEATURE_NAMES, MAX_MEASUREMENT_CM, FloatArray
+
+Centimetres = Annotated[
+    float,
+    Field(
+        strict=True,
+        gt=0,
+        le=MAX_MEASUREMENT_CM,
+        allow_inf_nan=False,
+        description=f"A measurement in centimetres: a finite number, > 0 and <= {MAX_MEASUREMENT_CM:g}.",
+    ),
+]
+
+SETOSA_EXAMPLE: JsonDict = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+VIRGINICA_EXAMPLE: JsonDict = {"sepal_length": 6.3, "sepal_width": 3.3, "petal_length": 6.0, "petal_width": 2.5}
+
+
+class IrisFeatures(BaseModel):
+    """One flower's four measurements, in centimetres."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SETOSA_EXAMPLE, VIRGINICA_EXAMPLE]})
+
+    sepal_length: Centimetres
+    sepal_width: Centimetres
+    petal_length: Centimetres
+    petal_width: Centimetres
+
+    def to_row(self) -> FloatArray:
+        """The measurements as one row in the models' feature order."""
+        return np.array([[getattr(self, name) for name in FEATURE_NAMES]], dtype=np.float64)
+
+
+class BatchRequest(BaseModel):
+    """Several flowers in one request; one invalid row rejects the whole batch."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"instances": [SETOSA_EXAMPLE, VIRGINICA_EXAMPLE]}]}
+    )
+
+    instances: list[IrisFeatures] = Field(min_length=1)
+
+    def to_rows(self) -> FloatArray:
+        """Every row, in the models' feature order."""
+        return np.array([[getattr(r, name) for name in FEATURE_NAMES] for r in self.instances], dtype=np.float64)
+
+
+class PredictResponse(BaseModel):
+    """One prediction: the label, every class probability, and which model answered."""
+
+    prediction: str = Field(examples=["setosa"])
+    probabilities: dict[str, float] = Field(examples=[{"setosa": 1.0, "versicolor": 0.0, "virginica": 0.0}])
+    model_type: str = Field(examples=["heuristic"])
+    model_version: str = Field(examples=["20261128.081058"])
+    explanation: dict[str, Any] | None = Field(default=None, description="Present only with ?explain=true.")
+
+    model_config = ConfigDict(protected_namespaces=())
+
+
+class BatchPrediction(BaseModel):
+    """One row's answer inside a batch."""
+
+    prediction: str
+    probabilities: dict[str, float]
+
+
+class BatchResponse(BaseModel):
+    """Predictions in request order, and which model answered."""
+
+    predictions: list[BatchPrediction]
+    model_type: str
+    model_version: str
+
+    model_config = ConfigDict(protected_namespaces=())
+
+
+class ErrorDetail(BaseModel):
+    """One reason a request was refused."""
+
+    field: str = Field(examples=["petal_length"])
+    rule: str = Field(examples=["greater_than"])
+    message: str = Field(examples=["Input should be greater than 0"])
+
+
+class ErrorResponse(BaseModel):
+    """The one shape of every 4xx and 5xx answer."""
+
+    error: str = Field(examples=["request validation failed: petal_length: Input should be greater than 0"])
+    code: str = Field(examples=["validation_error"])
+    details: list[ErrorDetail] = Field(default_factory=list)
+    request_id: str | None = None
+
+
+class HealthResponse(BaseModel):
+    """Whether the service can answer predictions, and with which model."""
+
+    status: str = Field(examples=["healthy"])
+    ready: bool
+    model_type: str
+    model_version: str | None
+    service_version: str
+
+    model_config = ConfigDict(protected_namespaces=())

@@ -1,0 +1,1 @@
+"""Research: experiments that train, validate and promote the models the service serves."""

@@ -1,0 +1,1 @@
+"""One CLI per model family, all on the shared helpers in ``common``."""

@@ -1,0 +1,86 @@
+"""Start the real server command on 127.0.0.1 and a free port, and stop it (test helper)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+SERVER_COMMAND = [sys.executable, "-m", "ml_production_service"]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    """A started server process and where it listens."""
+
+    process: subprocess.Popen[str]
+    url: str
+
+    def stop(self, timeout: float = 30.0) -> tuple[int, str]:
+        """SIGTERM, wait, and return the exit code and everything it logged."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            _, stderr = self.process.communicate()
+        return self.process.returncode, stderr
+
+
+def server_env(**settings: str) -> dict[str, str]:
+    """The environment for a server: this one, minus any MPS_* variable, plus ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MPS_")}
+    env.update({"MPS_API_HOST": "127.0.0.1", "MPS_WORKERS": "1", "MPS_LOG_FORMAT": "json"})
+    env.update(settings)
+    return env
+
+
+def wait_ready(url: str, process: subprocess.Popen[str], timeout: float = 60.0) -> None:
+    """Poll /health/ready until 200; fail if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"server exited with {process.returncode}: {process.stderr.read() if process.stderr else ''}"
+            )
+        try:
+            with urllib.request.urlopen(f"{url}/health/ready", timeout=1) as response:  # noqa: S310
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} not ready after {timeout} s")
+
+
+@contextmanager
+def running_server(command: list[str] | None = None, **settings: str) -> Iterator[RunningServer]:
+    """Run the server command until the block ends; it always gets SIGTERM (then SIGKILL) at the end."""
+    port = free_port()
+    env = server_env(MPS_API_PORT=str(port), **settings)
+    process = subprocess.Popen(
+        command or SERVER_COMMAND, cwd=REPOSITORY, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    server = RunningServer(process, f"http://127.0.0.1:{port}")
+    try:
+        wait_ready(server.url, process)
+        yield server
+    finally:
+        server.stop()
