@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
+from pathlib import Path
 
 import uvicorn
 
@@ -10,8 +13,19 @@ from ml_production_service.configs import ConfigError, load_config
 from ml_production_service.factory import get_predictor
 from ml_production_service.logging import configure_logging, get_logger
 from ml_production_service.predictors.base import ModelLoadError
+from ml_production_service.server.metrics import MULTIPROCESS_ENV
 
 APP_FACTORY = "ml_production_service.server.app:create_app"
+
+
+def prepare_multiprocess_metrics() -> None:
+    """Give the workers one empty folder to share metrics through (set before any worker starts)."""
+    folder = os.environ.get(MULTIPROCESS_ENV)
+    if folder:
+        for stale in Path(folder).glob("*.db"):
+            stale.unlink()
+    else:
+        os.environ[MULTIPROCESS_ENV] = tempfile.mkdtemp(prefix="mps-metrics-")
 
 
 def main() -> int:
@@ -29,6 +43,8 @@ def main() -> int:
     except ModelLoadError as error:
         logger.error("startup_failed", model_type=config.model_type.value, error=str(error))
         return 1
+    if config.workers > 1:
+        prepare_multiprocess_metrics()
     logger.info(
         "starting",
         model_type=config.model_type.value,

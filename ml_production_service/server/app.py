@@ -20,8 +20,9 @@ from ml_production_service.factory import get_predictor
 from ml_production_service.logging import configure_logging, get_logger
 from ml_production_service.server.deps import ServedModel
 from ml_production_service.server.errors import ApiError, details_from, error_response
+from ml_production_service.server.metrics import observe_model
 from ml_production_service.server.middleware import RequestContextMiddleware
-from ml_production_service.server.routes import health, model, predict
+from ml_production_service.server.routes import health, metrics, model, predict, v2
 from ml_production_service.server.schemas import SETOSA_EXAMPLE, BatchRequest, IrisFeatures
 
 logger = get_logger("ml_production_service.app")
@@ -73,7 +74,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     inline = warmup_us <= config.inline_predict_max_us
     app.state.served = ServedModel(predictor=predictor, inline=inline, warmup_us=warmup_us)
     app.state.model_info.update(model_type=predictor.model_type, model_version=predictor.version)
-    app.state.load_seconds = load_seconds
+    observe_model(predictor.model_type, predictor.version, predictor.manifest.sha256, load_seconds)
     app.state.ready = True
     logger.info(
         "model_loaded",
@@ -118,7 +119,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
     app.state.ready = False
     app.state.model_info = {"model_type": config.model_type.value, "model_version": None}
     app.add_middleware(RequestContextMiddleware, max_body_bytes=config.max_body_bytes, model_info=app.state.model_info)
-    for router in (predict.router, health.router, model.router):
+    for router in (predict.router, health.router, model.router, v2.router, metrics.router):
         app.include_router(router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ml_production_service.logging import get_logger
 from ml_production_service.server.errors import JSON, ApiError, BodyTooLarge, error_body
+from ml_production_service.server.metrics import IN_FLIGHT, observe_request
 
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
@@ -71,6 +72,7 @@ class RequestContextMiddleware:
                     raise BodyTooLarge(limit)
             return message
 
+        IN_FLIGHT.inc()
         try:
             declared = _content_length(headers)
             if declared is not None and declared > limit:
@@ -83,7 +85,8 @@ class RequestContextMiddleware:
                 error = ApiError(500, "internal_error", "internal server error; the request id identifies the log line")
                 await self._send_error(send_with_id, error, request_id)
         finally:
-            self._log(scope, request_id, status, started)
+            IN_FLIGHT.dec()
+            self._finish(scope, request_id, status, started)
 
     @staticmethod
     async def _send_error(send: Send, error: ApiError, request_id: str) -> None:
@@ -92,13 +95,17 @@ class RequestContextMiddleware:
         await send({"type": "http.response.start", "status": error.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    def _log(self, scope: Scope, request_id: str, status: int, started: float) -> None:
+    def _finish(self, scope: Scope, request_id: str, status: int, started: float) -> None:
+        seconds = time.perf_counter() - started
+        route = scope.get("route")
+        # The route template, never the raw path, so that metrics keep a bounded set of labels.
+        observe_request(getattr(route, "path", "unmatched"), scope["method"], status, seconds)
         fields: dict[str, Any] = {
             "request_id": request_id,
             "method": scope["method"],
             "path": scope["path"],
             "status": status,
-            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            "latency_ms": round(seconds * 1000, 3),
             **self.model_info,
         }
         if status >= 500:

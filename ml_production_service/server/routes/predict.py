@@ -12,6 +12,7 @@ from ml_production_service.predictors.base import Prediction
 from ml_production_service.server.body import read_json
 from ml_production_service.server.deps import ConfigDep, ModelDep
 from ml_production_service.server.errors import JSON, ApiError
+from ml_production_service.server.metrics import observe_predictions
 from ml_production_service.server.schemas import (
     BatchRequest,
     BatchResponse,
@@ -50,6 +51,7 @@ async def predict(
     row = (await read_json(request, IrisFeatures)).to_row()
     predictor = model.predictor
     prediction, seconds = await model.run(predictor.predict_one, row)
+    observe_predictions(predictor.model_type, predictor.version, (prediction.label,))
     payload: dict[str, Any] = {
         "prediction": prediction.label,
         "probabilities": prediction.probabilities,
@@ -79,6 +81,7 @@ async def predict_batch(request: Request, model: ModelDep, config: ConfigDep) ->
         )
     predictor = model.predictor
     predictions, seconds = await model.run(predictor.predict_many, batch.to_rows())
+    observe_predictions(predictor.model_type, predictor.version, (p.label for p in predictions))
     payload = {
         "predictions": [_row(p) for p in predictions],
         "model_type": predictor.model_type,

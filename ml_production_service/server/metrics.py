@@ -1,0 +1,72 @@
+"""Prometheus metrics: requests, latency histograms, predictions by class, model load and identity.
+
+With several worker processes set ``PROMETHEUS_MULTIPROC_DIR`` (``python -m ml_production_service`` does it
+for ``MPS_WORKERS > 1``) and every worker's samples are aggregated on each scrape.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter as Tally
+from collections.abc import Iterable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+REQUESTS = Counter(
+    "mps_http_requests_total", "HTTP requests by route, method and status.", ["route", "method", "status"]
+)
+LATENCY = Histogram(
+    "mps_http_request_duration_seconds", "HTTP request latency by route.", ["route"], buckets=LATENCY_BUCKETS
+)
+IN_FLIGHT = Gauge("mps_http_requests_in_flight", "Requests being served now.", multiprocess_mode="livesum")
+PREDICTIONS = Counter(
+    "mps_predictions_total",
+    "Rows predicted, by model and predicted class.",
+    ["model_type", "model_version", "predicted_class"],
+)
+MODEL_LOAD = Gauge("mps_model_load_seconds", "Seconds the model took to load.", ["model_type"], multiprocess_mode="max")
+MODEL_INFO = Gauge(
+    "mps_model_info",
+    "The served model; the value is always 1.",
+    ["model_type", "model_version", "sha256"],
+    multiprocess_mode="max",
+)
+
+
+def observe_request(route: str, method: str, status: int, seconds: float) -> None:
+    """Count one finished request and its latency."""
+    REQUESTS.labels(route, method, str(status)).inc()
+    LATENCY.labels(route).observe(seconds)
+
+
+def observe_predictions(model_type: str, model_version: str, labels: Iterable[str]) -> None:
+    """Count predicted rows by class."""
+    for label, count in Tally(labels).items():
+        PREDICTIONS.labels(model_type, model_version, label).inc(count)
+
+
+def observe_model(model_type: str, model_version: str, sha256: str | None, load_seconds: float) -> None:
+    """Record the loaded model's identity and load time."""
+    MODEL_LOAD.labels(model_type).set(load_seconds)
+    MODEL_INFO.labels(model_type, model_version, sha256 or "none").set(1)
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text for a scrape: this process's metrics, or every worker's in multiprocess mode."""
+    if os.environ.get(MULTIPROCESS_ENV):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,106 @@
+"""The Open Inference Protocol (V2) over REST, as KServe and Triton define it; the model name is the model type."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from ml_production_service import __version__
+from ml_production_service.features import FEATURE_NAMES
+from ml_production_service.server.deps import ConfigDep, ModelDep, ServedModel, get_served_model
+from ml_production_service.server.metrics import observe_predictions
+from ml_production_service.server.v2_codec import (
+    BINARY_HEADER,
+    encode_response,
+    input_rows,
+    parse_request,
+    requested_outputs,
+    v2_error,
+)
+
+router = APIRouter(prefix="/v2", tags=["v2"])
+SERVER_NAME = "ml-production-service"
+
+
+def _check_model(model: ServedModel, name: str, version: str | None = None) -> None:
+    predictor = model.predictor
+    if name != predictor.model_type:
+        raise v2_error(
+            404, f"model '{name}' is not served here; this server serves '{predictor.model_type}'", "model_name"
+        )
+    if version is not None and version != predictor.version:
+        raise v2_error(
+            404, f"model '{name}' has no version '{version}'; it serves '{predictor.version}'", "model_version"
+        )
+
+
+@router.get("")
+async def server_metadata() -> dict[str, Any]:
+    """Server name, version and the protocol extensions it supports."""
+    return {"name": SERVER_NAME, "version": __version__, "extensions": ["binary_tensor_data"]}
+
+
+@router.get("/health/live")
+async def server_live() -> dict[str, bool]:
+    """The server is up."""
+    return {"live": True}
+
+
+@router.get("/health/ready", dependencies=[Depends(get_served_model)])
+async def server_ready() -> dict[str, bool]:
+    """The server is ready: its model is loaded (503 before)."""
+    return {"ready": True}
+
+
+@router.get("/models/{name}")
+@router.get("/models/{name}/versions/{version}")
+async def model_metadata(model: ModelDep, name: str, version: str | None = None) -> dict[str, Any]:
+    """Inputs, outputs, versions and class order of the served model."""
+    _check_model(model, name, version)
+    manifest = model.predictor.manifest
+    classes = len(manifest.class_labels)
+    return {
+        "name": name,
+        "versions": [manifest.version],
+        "platform": manifest.recipe.estimator,
+        "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, len(FEATURE_NAMES)]}],
+        "outputs": [
+            {"name": "predict", "datatype": "INT64", "shape": [-1]},
+            {"name": "predict_proba", "datatype": "FP64", "shape": [-1, classes]},
+        ],
+        "parameters": {"feature_names": manifest.feature_names, "classes": manifest.class_labels},
+    }
+
+
+@router.get("/models/{name}/ready")
+@router.get("/models/{name}/versions/{version}/ready")
+async def model_ready(model: ModelDep, name: str, version: str | None = None) -> dict[str, Any]:
+    """The named model is loaded and ready."""
+    _check_model(model, name, version)
+    return {"name": name, "ready": True}
+
+
+@router.post("/models/{name}/infer")
+@router.post("/models/{name}/versions/{version}/infer")
+async def infer(
+    request: Request, model: ModelDep, config: ConfigDep, name: str, version: str | None = None
+) -> Response:
+    """Classify an FP32/FP64 tensor [N, 4]; outputs ``predict`` (INT64 [N]) and ``predict_proba`` (FP64 [N, C])."""
+    _check_model(model, name, version)
+    inference, binary = parse_request(await request.body(), request.headers.get(BINARY_HEADER))
+    rows = input_rows(inference, binary, config.max_batch_size)
+    wanted = requested_outputs(inference)
+    probabilities, seconds = await model.run(model.predictor.predict_proba, rows)
+    labels = model.predictor.class_labels
+    classes = np.argmax(probabilities, axis=1)
+    observe_predictions(name, model.predictor.version, (labels[i] for i in classes.tolist()))
+    header: dict[str, Any] = {"model_name": name, "model_version": model.predictor.version}
+    if inference.id is not None:
+        header["id"] = inference.id
+    tensors = {"predict": classes, "predict_proba": probabilities}
+    body, headers = encode_response(header, tensors, wanted)
+    headers["server-timing"] = f"model;dur={seconds * 1000:.3f}"
+    return Response(body, headers=headers)
