@@ -170,3 +170,27 @@ def test_explain_is_off_by_default_and_present_when_asked(client: TestClient) ->
         "xgboost": "tree_shap",
     }[response.json()["model_type"]]
     assert explanation["method"] == expected
+
+
+def test_explanation_adds_up_to_the_answer(client: TestClient) -> None:
+    """Contributions plus bias give the model's output; a decision path ends where the features lead."""
+    body = client.post("/predict?explain=true", json=VIRGINICA).json()
+    explanation = body["explanation"]
+    probabilities = body["probabilities"]
+    if explanation["method"] == "rule":
+        assert explanation["rule"] == "otherwise -> virginica"
+    elif explanation["method"] == "decision_path":
+        steps = explanation["path"]
+        assert steps, "a fitted tree splits at least once"
+        for step in steps:
+            went_left = step["value"] <= step["threshold"]
+            assert step["direction"] == ("<=" if went_left else ">")
+    else:
+        totals = {
+            label: explanation["bias"][label] + sum(explanation["contributions"][label].values())
+            for label in probabilities
+        }
+        if explanation["output_space"] == "margin":
+            exponentials = {label: math.exp(total) for label, total in totals.items()}
+            totals = {label: value / sum(exponentials.values()) for label, value in exponentials.items()}
+        assert totals == pytest.approx(probabilities, abs=1e-5)
