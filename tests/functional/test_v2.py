@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -189,3 +190,12 @@ def test_v2_version_paths_and_unknown_version(http: TestClient) -> None:
     assert http.get("/v2/models/decision_tree/versions/0/ready").status_code == 404
     assert http.get("/v2/health/live").json() == {"live": True}
     assert http.get("/v2/health/ready").json() == {"ready": True}
+
+
+def test_readme_tritonclient_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's tritonclient snippet runs as written against the real server."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    snippet = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    with running_server() as running:
+        exec(snippet.replace("localhost:8000", running.url.removeprefix("http://")), {})  # noqa: S102
+    assert "['setosa', 'virginica']" in capsys.readouterr().out
