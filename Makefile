@@ -12,8 +12,7 @@ VENV_STAMP := .venv/.synced
 API_URL ?= http://127.0.0.1:$(or $(MPS_API_PORT),8000)
 
 .PHONY: help uv environment-create environment-sync format lint type-check validate-branch unit-test \
-	functional-test all-test all-test-validate-branch api-run serve api-validate eval-heuristic \
-	train-decision-tree train-random-forest train-xgboost train-all
+	functional-test all-test all-test-validate-branch api-run serve api-validate
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-26s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -51,7 +50,7 @@ unit-test: $(VENV_STAMP) ## Unit tests
 functional-test: $(VENV_STAMP) ## Functional tests through HTTP
 	$(RUN) pytest tests/functional
 
-all-test: $(VENV_STAMP) ## The whole test suite with the branch-coverage gate (95%)
+all-test: $(VENV_STAMP) system-tools ## The whole test suite with the branch-coverage gate (95%)
 	$(RUN) pytest --cov --cov-report=term
 
 all-test-validate-branch: validate-branch all-test ## validate-branch, then all-test
@@ -64,16 +63,6 @@ serve: api-run ## Production server: exactly the container's command (MPS_WORKER
 api-validate: $(VENV_STAMP) ## Post the 150 iris rows to a running server (API_URL) and print the accuracy
 	$(RUN) python scripts/api_validate.py --url $(API_URL)
 
-eval-heuristic: $(VENV_STAMP) ## Evaluate the heuristic and promote its manifest into registry/prd
-	$(RUN) python -m research.experiments.heuristic
 
-train-decision-tree: $(VENV_STAMP) ## Train, validate (LOOCV) and promote the decision tree
-	$(RUN) python -m research.experiments.decision_tree
-
-train-random-forest: $(VENV_STAMP) ## Train, validate (LOOCV) and promote the random forest
-	$(RUN) python -m research.experiments.random_forest
-
-train-xgboost: $(VENV_STAMP) ## Train, validate (LOOCV) and promote XGBoost
-	$(RUN) python -m research.experiments.xgboost_model
-
-train-all: eval-heuristic train-decision-tree train-random-forest train-xgboost ## Every model above
+# Research (issue: research pipeline), deployment and benchmarks live in their own fragments.
+include mk/research.mk mk/deploy.mk mk/bench.mk

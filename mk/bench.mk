@@ -1,0 +1,1 @@
+# Benchmark targets (filled in by the performance issue).
