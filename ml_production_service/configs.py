@@ -76,6 +76,9 @@ class ServiceConfig(BaseSettings):
     allow_version_mismatch: bool = False
     """Serve an artifact trained with other library versions than the installed ones."""
 
+    fast_path: bool = True
+    """Serve fitted models through their parity-checked ONNX fast path; false serves the joblib Pipeline."""
+
     inline_predict_max_us: Annotated[float, Field(ge=0)] = 100.0
     """Predictions faster than this (measured at start-up) run on the event loop, slower ones in a thread."""
 

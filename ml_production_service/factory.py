@@ -9,7 +9,7 @@ from ml_production_service.manifest import MANIFEST_FILE
 from ml_production_service.predictors.base import BasePredictor
 from ml_production_service.predictors.heuristic import HeuristicPredictor
 from ml_production_service.predictors.ml_model import MLModelPredictor
-from ml_production_service.registry import load_artifact, model_dir, read_manifest
+from ml_production_service.registry import load_artifact, load_fast_path, model_dir, read_manifest
 
 
 def _heuristic(config: ServiceConfig) -> BasePredictor:
@@ -24,7 +24,8 @@ def _fitted(model_type: ModelType) -> Callable[[ServiceConfig], BasePredictor]:
         pipeline, manifest = load_artifact(
             config.registry_dir, model_type, allow_version_mismatch=config.allow_version_mismatch
         )
-        return MLModelPredictor(pipeline, manifest)
+        fast = load_fast_path(config.registry_dir, manifest, pipeline) if config.fast_path else None
+        return MLModelPredictor(pipeline, manifest, fast)
 
     return build
 

@@ -20,6 +20,7 @@ TRACKED_LIBRARIES: dict[str, str] = {
     "xgboost": "xgboost-cpu",
     "numpy": "numpy",
     "joblib": "joblib",
+    "onnxruntime": "onnxruntime",
 }
 """Library name in the manifest -> distribution that provides it."""
 
@@ -37,6 +38,18 @@ class Recipe(BaseModel):
     training_rows: int | None = None
 
 
+class FastPathInfo(BaseModel):
+    """The derived fast-path artifact beside the joblib one, and the parity it was promoted with."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    artifact: str
+    sha256: str
+    runtime: str = "onnxruntime"
+    parity_rows: int
+    parity_max_abs_diff: float
+
+
 class ModelManifest(BaseModel):
     """The JSON file next to each artifact in ``registry/prd/<model_type>/``."""
 
@@ -52,6 +65,7 @@ class ModelManifest(BaseModel):
     class_labels: list[str]
     recipe: Recipe
     metrics: dict[str, Any] = Field(default_factory=dict)
+    fast_path: FastPathInfo | None = None
     created_at: datetime
     package_version: str = __version__
 

@@ -16,7 +16,8 @@ import joblib
 from pydantic import ValidationError
 
 from ml_production_service.configs import ModelType
-from ml_production_service.manifest import MANIFEST_FILE, ModelManifest, installed_library_versions
+from ml_production_service.fast_path import FAST_PATH_FILE, OnnxModel, ParityError, check_parity, export_onnx
+from ml_production_service.manifest import MANIFEST_FILE, FastPathInfo, ModelManifest, installed_library_versions
 from ml_production_service.predictors.base import IntegrityError, ManifestError, VersionMismatchError
 
 ARTIFACT_FILE = "model.joblib"
@@ -82,17 +83,7 @@ def load_artifact(
     manifest = read_manifest(registry_dir, model_type)
     if manifest.artifact is None or manifest.sha256 is None:
         raise ManifestError(f"manifest of {model_type.value} names no artifact and sha256")
-    if Path(manifest.artifact).name != manifest.artifact:
-        raise ManifestError(f"manifest of {model_type.value} names artifact {manifest.artifact!r} outside its folder")
-    path = model_dir(registry_dir, model_type) / manifest.artifact
-    if not path.is_file():
-        raise ManifestError(f"artifact {path} named by the manifest does not exist")
-    actual = sha256_file(path)
-    if actual != manifest.sha256:
-        raise IntegrityError(
-            f"integrity check failed for {path}: sha256 is {actual}, the manifest expects {manifest.sha256}; "
-            "the file was modified or corrupted and will not be unpickled"
-        )
+    path = _verified_file(model_dir(registry_dir, model_type), manifest.artifact, manifest.sha256, "artifact")
     mismatches = version_mismatches(manifest)
     if mismatches and not allow_version_mismatch:
         raise VersionMismatchError(
@@ -103,14 +94,70 @@ def load_artifact(
     return joblib.load(path), manifest
 
 
+def _verified_file(folder: Path, name: str, sha256: str, what: str) -> Path:
+    if Path(name).name != name:
+        raise ManifestError(f"manifest names {what} {name!r} outside its folder")
+    path = folder / name
+    if not path.is_file():
+        raise ManifestError(f"{what} {path} named by the manifest does not exist")
+    actual = sha256_file(path)
+    if actual != sha256:
+        raise IntegrityError(
+            f"integrity check failed for {path}: sha256 is {actual}, the manifest expects {sha256}; "
+            "the file was modified or corrupted and will not be loaded"
+        )
+    return path
+
+
+def load_fast_path(registry_dir: Path, manifest: ModelManifest, original: Any) -> OnnxModel | None:
+    """The manifest's verified fast path, after proving parity with ``original``; None if it has none."""
+    info = manifest.fast_path
+    if info is None:
+        return None
+    path = _verified_file(model_dir(registry_dir, manifest.model_type), info.artifact, info.sha256, "fast path")
+    fast = OnnxModel(path.read_bytes())
+    report = check_parity(original, fast)
+    if not report.passed:
+        raise ParityError(
+            f"fast path of {manifest.model_type.value} disagrees with the original model on {report.rows} rows "
+            f"({report.label_mismatches} labels differ, max probability difference {report.max_abs_diff:.3g}): "
+            "re-promote the model, or set MPS_FAST_PATH=false to serve the original"
+        )
+    return fast
+
+
+def _export_fast_path(folder: Path, pipeline: Any) -> FastPathInfo:
+    onnx_bytes = export_onnx(pipeline)
+    report = check_parity(pipeline, OnnxModel(onnx_bytes))
+    if not report.passed:
+        raise ParityError(
+            f"the ONNX export disagrees with the model ({report.label_mismatches} labels differ, "
+            f"max probability difference {report.max_abs_diff:.3g}); it is not promoted"
+        )
+    path = folder / FAST_PATH_FILE
+    _atomic_write(path, lambda target: target.write_bytes(onnx_bytes))
+    return FastPathInfo(
+        artifact=FAST_PATH_FILE,
+        sha256=sha256_file(path),
+        parity_rows=report.rows,
+        parity_max_abs_diff=report.max_abs_diff,
+    )
+
+
 def save_model(registry_dir: Path, manifest: ModelManifest, artifact: Any | None) -> ModelManifest:
-    """Write ``artifact`` (if any) and its manifest, filling in artifact name and sha256; return the manifest."""
+    """Write ``artifact`` (if any), its ONNX fast path and its manifest (names, sha256s); return the manifest."""
     folder = model_dir(registry_dir, manifest.model_type)
     folder.mkdir(parents=True, exist_ok=True)
     if artifact is not None:
         path = folder / ARTIFACT_FILE
         _atomic_write(path, lambda target: joblib.dump(artifact, target))
-        manifest = manifest.model_copy(update={"artifact": ARTIFACT_FILE, "sha256": sha256_file(path)})
+        manifest = manifest.model_copy(
+            update={
+                "artifact": ARTIFACT_FILE,
+                "sha256": sha256_file(path),
+                "fast_path": _export_fast_path(folder, artifact),
+            }
+        )
     text = manifest.model_dump_json(indent=2) + "\n"
     _atomic_write(folder / MANIFEST_FILE, lambda target: target.write_text(text, encoding="utf-8"))
     return manifest
