@@ -30,23 +30,37 @@ def resolve_format(config: ServiceConfig) -> LogFormat:
 def configure_logging(config: ServiceConfig) -> None:
     """Send every record, ours and uvicorn's, to stderr in one format at ``config.log_level``."""
     level = logging.getLevelNamesMapping()[config.log_level]
+    json_output = resolve_format(config) is LogFormat.JSON
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
+        structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: Any
-    if resolve_format(config) is LogFormat.JSON:
-        renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+    if json_output:
         shared.append(structlog.processors.format_exc_info)
+        renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    _route_standard_library(level, shared, renderer)
 
+    # The service's own records skip the standard library and, in JSON, are rendered straight to bytes:
+    # a few microseconds each, so the per-request line stays cheap. Same processors, same output.
+    processors: list[Any] = [*shared, structlog.stdlib.add_logger_name, _render_bytes if json_output else renderer]
+    structlog.configure(
+        processors=processors,
+        logger_factory=_NamedLoggerFactory(json_output),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        cache_logger_on_first_use=True,
+    )
+
+
+def _route_standard_library(level: int, shared: list[Any], renderer: Any) -> None:
+    """Render standard-library records (uvicorn's, gunicorn's, libraries') like the service's own."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )
@@ -63,18 +77,23 @@ def configure_logging(config: ServiceConfig) -> None:
         silenced.handlers[:] = []
         silenced.propagate = False
 
-    structlog.configure(
-        processors=[
-            structlog.stdlib.filter_by_level,
-            *shared,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
-    )
+
+class _NamedLoggerFactory:
+    """Loggers that write to stderr and know their name (for the ``logger`` key)."""
+
+    def __init__(self, binary: bool) -> None:
+        self.binary = binary
+
+    def __call__(self, *args: Any) -> Any:
+        logger: Any = structlog.BytesLogger(sys.stderr.buffer) if self.binary else structlog.PrintLogger(sys.stderr)
+        logger.name = str(args[0]) if args else "ml_production_service"
+        return logger
+
+
+def _render_bytes(_logger: Any, _method: str, event: dict[str, Any]) -> bytes:
+    return orjson.dumps(event, default=str, option=orjson.OPT_NON_STR_KEYS)
 
 
 def get_logger(name: str) -> Any:
-    """A structlog logger bound to ``name``."""
-    return structlog.stdlib.get_logger(name)
+    """A structlog logger whose records carry ``logger=name``."""
+    return structlog.get_logger(name)
