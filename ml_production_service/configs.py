@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from enum import StrEnum
 from functools import lru_cache
@@ -61,7 +62,7 @@ class ServiceConfig(BaseSettings):
     api_port: Annotated[int, Field(ge=1, le=65535)] = 8000
     """TCP port the HTTP server listens on."""
 
-    workers: Annotated[int, Field(ge=1, le=64)] = Field(default_factory=lambda: os.cpu_count() or 1)
+    workers: Annotated[int, Field(ge=1, le=1024)] = Field(default_factory=lambda: os.cpu_count() or 1)
     """Number of server worker processes (each loads the model once)."""
 
     registry_dir: Path = DEFAULT_REGISTRY_DIR
@@ -88,7 +89,10 @@ class ServiceConfig(BaseSettings):
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_case_level(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
+        # Accept any case, but leave an invalid value as typed so the error shows what the user set.
+        if isinstance(value, str) and value.upper() in logging.getLevelNamesMapping():
+            return value.upper()
+        return value
 
 
 class ConfigError(ValueError):

@@ -16,7 +16,14 @@ import joblib
 from pydantic import ValidationError
 
 from ml_production_service.configs import ModelType
-from ml_production_service.fast_path import FAST_PATH_FILE, OnnxModel, ParityError, check_parity, export_onnx
+from ml_production_service.fast_path import (
+    FAST_PATH_FILE,
+    OnnxModel,
+    ParityError,
+    ParityReport,
+    check_parity,
+    export_onnx,
+)
 from ml_production_service.manifest import MANIFEST_FILE, FastPathInfo, ModelManifest, installed_library_versions
 from ml_production_service.predictors.base import IntegrityError, ManifestError, VersionMismatchError
 
@@ -126,22 +133,15 @@ def load_fast_path(registry_dir: Path, manifest: ModelManifest, original: Any) -
     return fast
 
 
-def _export_fast_path(folder: Path, pipeline: Any) -> FastPathInfo:
+def _export_fast_path(pipeline: Any) -> tuple[bytes, ParityReport]:
     onnx_bytes = export_onnx(pipeline)
     report = check_parity(pipeline, OnnxModel(onnx_bytes))
     if not report.passed:
         raise ParityError(
             f"the ONNX export disagrees with the model ({report.label_mismatches} labels differ, "
-            f"max probability difference {report.max_abs_diff:.3g}); it is not promoted"
+            f"max probability difference {report.max_abs_diff:.3g}); it is not promoted and nothing was written"
         )
-    path = folder / FAST_PATH_FILE
-    _atomic_write(path, lambda target: target.write_bytes(onnx_bytes))
-    return FastPathInfo(
-        artifact=FAST_PATH_FILE,
-        sha256=sha256_file(path),
-        parity_rows=report.rows,
-        parity_max_abs_diff=report.max_abs_diff,
-    )
+    return onnx_bytes, report
 
 
 def save_model(registry_dir: Path, manifest: ModelManifest, artifact: Any | None) -> ModelManifest:
@@ -149,13 +149,22 @@ def save_model(registry_dir: Path, manifest: ModelManifest, artifact: Any | None
     folder = model_dir(registry_dir, manifest.model_type)
     folder.mkdir(parents=True, exist_ok=True)
     if artifact is not None:
+        # Prove the fast path before touching the folder: a refused promotion leaves the old model serving.
+        onnx_bytes, report = _export_fast_path(artifact)
         path = folder / ARTIFACT_FILE
         _atomic_write(path, lambda target: joblib.dump(artifact, target))
+        fast_path = folder / FAST_PATH_FILE
+        _atomic_write(fast_path, lambda target: target.write_bytes(onnx_bytes))
         manifest = manifest.model_copy(
             update={
                 "artifact": ARTIFACT_FILE,
                 "sha256": sha256_file(path),
-                "fast_path": _export_fast_path(folder, artifact),
+                "fast_path": FastPathInfo(
+                    artifact=FAST_PATH_FILE,
+                    sha256=sha256_file(fast_path),
+                    parity_rows=report.rows,
+                    parity_max_abs_diff=report.max_abs_diff,
+                ),
             }
         )
     text = manifest.model_dump_json(indent=2) + "\n"

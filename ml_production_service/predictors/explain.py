@@ -36,7 +36,8 @@ def decision_path(tree: DecisionTreeClassifier, features: FloatArray) -> dict[st
             {
                 "node": node,
                 "feature": ENGINEERED_FEATURE_NAMES[feature],
-                "value": float(features[0, feature]),
+                # The tree compares float32 values: show the value it compared, so the direction reads true.
+                "value": float(np.float32(features[0, feature])),
                 "threshold": threshold,
                 "direction": "<=" if went_left else ">",
             }

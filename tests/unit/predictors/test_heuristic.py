@@ -1,0 +1,118 @@
+"""The rule-based baseline: two petal thresholds, one-hot answers, the rule as explanation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ml_production_service.features import FEATURE_NAMES
+from ml_production_service.predictors.base import ManifestError
+from ml_production_service.predictors.heuristic import (
+    CLASS_LABELS,
+    RULES,
+    SETOSA_MAX_PETAL_LENGTH_CM,
+    VERSICOLOR_MAX_PETAL_WIDTH_CM,
+    HeuristicPredictor,
+    default_heuristic_manifest,
+)
+
+
+def _row(petal_length: float, petal_width: float) -> np.ndarray:
+    return np.array([5.8, 3.0, petal_length, petal_width])
+
+
+BOUNDARY_CASES = [
+    pytest.param(1.99, 0.2, "setosa", id="petal-length-just-under-2"),
+    pytest.param(2.0, 0.2, "versicolor", id="petal-length-exactly-2"),
+    pytest.param(1.99, 2.5, "setosa", id="short-petal-wins-over-width"),
+    pytest.param(4.5, 1.69, "versicolor", id="petal-width-just-under-1.7"),
+    pytest.param(4.5, 1.7, "virginica", id="petal-width-exactly-1.7"),
+    pytest.param(6.0, 2.5, "virginica", id="large-petal"),
+]
+
+
+def test_thresholds_are_the_documented_ones() -> None:
+    """Petal length 2.0 cm and petal width 1.7 cm separate the classes."""
+    assert (SETOSA_MAX_PETAL_LENGTH_CM, VERSICOLOR_MAX_PETAL_WIDTH_CM) == (2.0, 1.7)
+
+
+@pytest.mark.parametrize(("petal_length", "petal_width", "label"), BOUNDARY_CASES)
+def test_rules_at_and_around_the_thresholds(petal_length: float, petal_width: float, label: str) -> None:
+    """Each threshold is exclusive: a value equal to it falls to the next rule."""
+    prediction = HeuristicPredictor().predict_one(_row(petal_length, petal_width))
+    assert prediction.label == label
+    assert prediction.class_index == CLASS_LABELS.index(label)
+
+
+@pytest.mark.parametrize(("petal_length", "petal_width", "label"), BOUNDARY_CASES)
+def test_explanation_names_the_rule_that_fired(petal_length: float, petal_width: float, label: str) -> None:
+    """?explain=true shows the one rule that decided, and agrees with the prediction next to it."""
+    explanation = HeuristicPredictor().explain(_row(petal_length, petal_width))
+    assert explanation["method"] == "rule"
+    assert explanation["rule"].endswith(f"-> {label}")
+    assert explanation["rules"] == list(RULES)
+
+
+def test_batch_and_single_predictions_agree() -> None:
+    """A batch gives each row the label it would get alone."""
+    predictor = HeuristicPredictor()
+    rows = np.array([_row(pl, pw) for pl in (1.0, 1.99, 2.0, 5.0) for pw in (0.1, 1.69, 1.7, 2.5)])
+    batch = [p.label for p in predictor.predict_many(rows)]
+    assert batch == [predictor.predict_one(row).label for row in rows]
+    assert batch == [CLASS_LABELS[HeuristicPredictor.rule_index(r[2], r[3])] for r in rows]
+
+
+def test_probabilities_are_one_hot() -> None:
+    """The rules are certain: the chosen class has probability 1, the others 0."""
+    probabilities = HeuristicPredictor().predict_proba(np.array([_row(1.0, 0.2), _row(4.5, 1.3), _row(6.0, 2.5)]))
+    np.testing.assert_array_equal(probabilities, np.eye(3))
+    assert probabilities.dtype == np.float64
+
+
+def test_rule_features_are_the_petal_columns() -> None:
+    """The rules read petal_length and petal_width, never a sepal measurement."""
+    predictor = HeuristicPredictor()
+    base = _row(4.5, 1.3)
+    for sepal in ([0.1, 0.1], [50.0, 50.0]):
+        row = base.copy()
+        row[[FEATURE_NAMES.index("sepal_length"), FEATURE_NAMES.index("sepal_width")]] = sepal
+        assert predictor.predict_one(row).label == "versicolor"
+
+
+def test_default_manifest_describes_the_rules() -> None:
+    """Without a promoted manifest the heuristic still reports its classes, features and thresholds."""
+    predictor = HeuristicPredictor()
+    assert predictor.model_type == "heuristic"
+    assert predictor.class_labels == CLASS_LABELS
+    assert predictor.version.startswith("rules-")
+    assert predictor.manifest.recipe.hyperparameters == {
+        "setosa_max_petal_length_cm": 2.0,
+        "versicolor_max_petal_width_cm": 1.7,
+    }
+
+
+def test_manifest_with_other_class_labels_is_refused() -> None:
+    """A heuristic manifest whose classes differ from the rules' cannot mislabel answers."""
+    manifest = default_heuristic_manifest().model_copy(update={"class_labels": ["a", "b", "c"]})
+    with pytest.raises(ManifestError, match="lists classes"):
+        HeuristicPredictor(manifest)
+
+
+def test_manifest_with_reordered_class_labels_is_refused() -> None:
+    """Swapping two labels in the manifest is caught rather than swapping two answers."""
+    manifest = default_heuristic_manifest().model_copy(update={"class_labels": ["versicolor", "setosa", "virginica"]})
+    with pytest.raises(ManifestError):
+        HeuristicPredictor(manifest)
+
+
+def test_manifest_with_other_feature_names_is_refused() -> None:
+    """A manifest whose features differ from the request's fields cannot be served."""
+    manifest = default_heuristic_manifest().model_copy(update={"feature_names": list(reversed(FEATURE_NAMES))})
+    with pytest.raises(ManifestError, match="lists features"):
+        HeuristicPredictor(manifest)
+
+
+def test_heuristic_scores_at_least_95_percent_on_iris(iris_rows: np.ndarray, iris_labels: list[str]) -> None:
+    """The baseline is good enough to serve: at least 95% of the iris rows right."""
+    predicted = [p.label for p in HeuristicPredictor().predict_many(iris_rows)]
+    assert np.mean(np.array(predicted) == np.array(iris_labels)) >= 0.95

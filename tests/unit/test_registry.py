@@ -1,0 +1,302 @@
+"""The registry on disk: artifacts are verified against their manifest before they are ever unpickled."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import stat
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.pipeline import Pipeline
+from sklearn.tree import DecisionTreeClassifier
+
+from ml_production_service.configs import ModelType
+from ml_production_service.fast_path import ParityError
+from ml_production_service.features import FloatArray
+from ml_production_service.manifest import MANIFEST_FILE, ModelManifest, installed_library_versions
+from ml_production_service.predictors.base import IntegrityError, ManifestError, VersionMismatchError
+from ml_production_service.predictors.heuristic import default_heuristic_manifest
+from ml_production_service.registry import (
+    ARTIFACT_FILE,
+    load_artifact,
+    load_fast_path,
+    read_manifest,
+    save_model,
+    sha256_file,
+    version_mismatches,
+)
+from research.experiments.common import make_pipeline
+
+FITTED = [pytest.param(m, id=m.value) for m in (ModelType.DECISION_TREE, ModelType.RANDOM_FOREST, ModelType.XGBOOST)]
+DT = ModelType.DECISION_TREE
+
+
+class _TouchOnLoad:
+    """Unpickling this creates ``marker``: proof that a file was unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
+def _manifest_path(registry: Path, model_type: ModelType = DT) -> Path:
+    return registry / model_type.value / MANIFEST_FILE
+
+
+def _edit_manifest(registry: Path, edit: Any, model_type: ModelType = DT) -> None:
+    """Change the manifest JSON in place, recomputing nothing."""
+    path = _manifest_path(registry, model_type)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    edit(data)
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+@pytest.mark.parametrize("model_type", FITTED)
+def test_saved_model_loads_back_identical(
+    model_type: ModelType,
+    tmp_path: Path,
+    tiny_pipelines: dict[ModelType, Pipeline],
+    tiny_manifests: dict[ModelType, ModelManifest],
+    iris_rows: FloatArray,
+) -> None:
+    """What training promotes is exactly what the service loads: same manifest, same probabilities."""
+    saved = save_model(tmp_path, tiny_manifests[model_type], tiny_pipelines[model_type])
+    folder = tmp_path / model_type.value
+    assert saved.artifact == ARTIFACT_FILE
+    assert saved.sha256 == sha256_file(folder / ARTIFACT_FILE)
+    assert saved.fast_path is not None
+    assert saved.fast_path.sha256 == sha256_file(folder / saved.fast_path.artifact)
+    artifact, manifest = load_artifact(tmp_path, model_type)
+    assert manifest == saved
+    assert isinstance(artifact, Pipeline)
+    np.testing.assert_array_equal(
+        artifact.predict_proba(iris_rows), tiny_pipelines[model_type].predict_proba(iris_rows)
+    )
+
+
+def test_saved_files_are_readable_by_the_service_user(tiny_registry: Path) -> None:
+    """Promoted files are mode 0644, so a container's non-root user can read them; no temporaries remain."""
+    folder = tiny_registry / DT.value
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["manifest.json", "model.joblib", "model.onnx"]
+    for path in folder.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path.name
+
+
+def test_failed_save_leaves_no_partial_file(tmp_path: Path, tiny_manifests: dict[ModelType, ModelManifest]) -> None:
+    """An artifact that cannot be exported or written leaves neither a half file nor a manifest behind."""
+    with pytest.raises((pickle.PicklingError, TypeError)):
+        save_model(tmp_path, tiny_manifests[DT], lambda: None)
+    assert list((tmp_path / DT.value).iterdir()) == []
+
+
+def test_model_without_artifact_saves_only_its_manifest(tmp_path: Path) -> None:
+    """The heuristic is promoted as a manifest alone, and reads back unchanged."""
+    manifest = default_heuristic_manifest()
+    saved = save_model(tmp_path, manifest, None)
+    assert saved == manifest
+    assert [p.name for p in (tmp_path / "heuristic").iterdir()] == [MANIFEST_FILE]
+    assert read_manifest(tmp_path, ModelType.HEURISTIC) == manifest
+
+
+def test_manifest_without_artifact_cannot_be_loaded_as_a_model(tmp_path: Path) -> None:
+    """Loading an artifact for a manifest that names none fails with a ManifestError."""
+    save_model(tmp_path, default_heuristic_manifest(), None)
+    with pytest.raises(ManifestError, match="names no artifact"):
+        load_artifact(tmp_path, ModelType.HEURISTIC)
+
+
+def test_artifact_with_one_flipped_byte_fails_the_integrity_check(tiny_registry: Path) -> None:
+    """A single changed byte in model.joblib stops start-up with an integrity error."""
+    artifact = tiny_registry / DT.value / ARTIFACT_FILE
+    data = bytearray(artifact.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    artifact.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="integrity check") as caught:
+        load_artifact(tiny_registry, DT)
+    assert str(artifact) in str(caught.value)
+    assert "will not be loaded" in str(caught.value)
+
+
+def test_tampered_artifact_is_never_unpickled(tiny_registry: Path, tmp_path: Path) -> None:
+    """A replaced model.joblib is rejected on its sha256 before joblib runs any of its code."""
+    marker = tmp_path / "unpickled"
+    artifact = tiny_registry / DT.value / ARTIFACT_FILE
+    joblib.dump(_TouchOnLoad(marker), artifact)
+    with pytest.raises(IntegrityError, match="integrity check"):
+        load_artifact(tiny_registry, DT)
+    assert not marker.exists()
+    # The marker does work: loading the file directly would have run its code.
+    joblib.load(artifact)
+    assert marker.exists()
+
+
+def test_garbage_artifact_fails_the_integrity_check_not_unpickling(tiny_registry: Path) -> None:
+    """Bytes that are not a pickle at all are reported as tampering, not as an unpickling crash."""
+    (tiny_registry / DT.value / ARTIFACT_FILE).write_bytes(b"not a pickle at all")
+    with pytest.raises(IntegrityError, match="integrity check"):
+        load_artifact(tiny_registry, DT)
+
+
+def test_missing_manifest_says_how_to_train_the_model(tmp_path: Path) -> None:
+    """An empty registry tells the user which make target creates the model, and which variable to set."""
+    with pytest.raises(ManifestError) as caught:
+        load_artifact(tmp_path, ModelType.RANDOM_FOREST)
+    assert "make train-random-forest" in str(caught.value)
+    assert "MPS_REGISTRY_DIR" in str(caught.value)
+
+
+def test_manifest_that_is_not_json_is_refused(tiny_registry: Path) -> None:
+    """A truncated or corrupted manifest is a ManifestError naming the file."""
+    path = _manifest_path(tiny_registry)
+    path.write_text(path.read_text(encoding="utf-8")[:100], encoding="utf-8")
+    with pytest.raises(ManifestError, match="is invalid") as caught:
+        load_artifact(tiny_registry, DT)
+    assert str(path) in str(caught.value)
+
+
+def test_manifest_missing_a_required_field_is_refused(tiny_registry: Path) -> None:
+    """A manifest without its class labels cannot be served."""
+    _edit_manifest(tiny_registry, lambda data: data.pop("class_labels"))
+    with pytest.raises(ManifestError, match="is invalid"):
+        read_manifest(tiny_registry, DT)
+
+
+def test_manifest_of_another_model_type_is_refused(tiny_registry: Path) -> None:
+    """A decision tree's manifest copied into the random forest's folder is caught."""
+    _manifest_path(tiny_registry, ModelType.RANDOM_FOREST).write_bytes(_manifest_path(tiny_registry).read_bytes())
+    with pytest.raises(ManifestError, match="is for decision_tree, expected random_forest"):
+        load_artifact(tiny_registry, ModelType.RANDOM_FOREST)
+
+
+@pytest.mark.parametrize("name", ["../x", "../decision_tree/model.joblib", "/etc/passwd", "sub/model.joblib"])
+def test_artifact_outside_the_model_folder_is_refused(tiny_registry: Path, name: str) -> None:
+    """A manifest cannot make the service read a file outside the model's own folder."""
+    _edit_manifest(tiny_registry, lambda data: data.update(artifact=name))
+    with pytest.raises(ManifestError, match="outside its folder"):
+        load_artifact(tiny_registry, DT)
+
+
+def test_missing_artifact_file_is_refused(tiny_registry: Path) -> None:
+    """A manifest whose model.joblib was not committed names the missing file."""
+    artifact = tiny_registry / DT.value / ARTIFACT_FILE
+    artifact.unlink()
+    with pytest.raises(ManifestError, match="does not exist") as caught:
+        load_artifact(tiny_registry, DT)
+    assert str(artifact) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("library", "version"),
+    [pytest.param("scikit-learn", "0.0.1", id="scikit-learn"), pytest.param("xgboost", "0.0.1", id="xgboost")],
+)
+def test_artifact_trained_with_other_versions_is_refused_with_the_way_out(
+    tiny_registry: Path, library: str, version: str
+) -> None:
+    """Another scikit-learn or xgboost version stops start-up, saying to retrain or to allow the mismatch."""
+    _edit_manifest(tiny_registry, lambda data: data["library_versions"].update({library: version}))
+    with pytest.raises(VersionMismatchError) as caught:
+        load_artifact(tiny_registry, DT)
+    message = str(caught.value)
+    assert f"{library} trained {version}, installed {installed_library_versions()[library]}" in message
+    assert "make train-decision-tree" in message
+    assert "MPS_ALLOW_VERSION_MISMATCH" in message
+
+
+def test_version_mismatch_can_be_allowed(tiny_registry: Path, iris_rows: FloatArray) -> None:
+    """MPS_ALLOW_VERSION_MISMATCH=true serves the artifact anyway."""
+    _edit_manifest(tiny_registry, lambda data: data["library_versions"].update({"scikit-learn": "0.0.1"}))
+    artifact, manifest = load_artifact(tiny_registry, DT, allow_version_mismatch=True)
+    assert manifest.library_versions["scikit-learn"] == "0.0.1"
+    assert artifact.predict(iris_rows[:1]).tolist() == [0]
+
+
+def test_numpy_is_compared_on_its_major_version_only(tiny_registry: Path) -> None:
+    """Another numpy minor or patch release loads; another major release does not."""
+    major = int(installed_library_versions()["numpy"].split(".")[0])
+    _edit_manifest(tiny_registry, lambda data: data["library_versions"].update(numpy=f"{major}.999.999"))
+    load_artifact(tiny_registry, DT)
+    _edit_manifest(tiny_registry, lambda data: data["library_versions"].update(numpy=f"{major + 1}.0.0"))
+    with pytest.raises(VersionMismatchError, match="numpy trained"):
+        load_artifact(tiny_registry, DT)
+
+
+def test_untracked_versions_do_not_block_loading(tiny_manifests: dict[ModelType, ModelManifest]) -> None:
+    """Only scikit-learn, xgboost and numpy decide; joblib, python and absent entries never do."""
+    versions = {"python": "2.7.0", "joblib": "0.1", "onnxruntime": "0.1"}
+    manifest = tiny_manifests[DT].model_copy(update={"library_versions": versions})
+    assert version_mismatches(manifest) == []
+
+
+def test_every_mismatch_is_listed(tiny_manifests: dict[ModelType, ModelManifest]) -> None:
+    """All mismatching libraries are named at once, so one retraining fixes them all."""
+    versions = {"scikit-learn": "0.0.1", "xgboost": "0.0.2", "numpy": "0.1.0"}
+    manifest = tiny_manifests[DT].model_copy(update={"library_versions": versions})
+    assert [problem.split()[0] for problem in version_mismatches(manifest)] == ["scikit-learn", "xgboost", "numpy"]
+
+
+def test_integrity_is_checked_before_versions(tiny_registry: Path) -> None:
+    """A tampered artifact is reported as tampered even when its versions also differ."""
+    _edit_manifest(tiny_registry, lambda data: data["library_versions"].update({"scikit-learn": "0.0.1"}))
+    (tiny_registry / DT.value / ARTIFACT_FILE).write_bytes(b"tampered")
+    with pytest.raises(IntegrityError):
+        load_artifact(tiny_registry, DT, allow_version_mismatch=True)
+
+
+def test_manifest_without_fast_path_has_none(tiny_registry: Path) -> None:
+    """A model promoted before the fast path existed is served by its Pipeline."""
+    _edit_manifest(tiny_registry, lambda data: data.update(fast_path=None))
+    artifact, manifest = load_artifact(tiny_registry, DT)
+    assert load_fast_path(tiny_registry, manifest, artifact) is None
+
+
+def test_promoted_fast_path_loads_and_agrees(tiny_registry: Path, iris_rows: FloatArray) -> None:
+    """The saved fast path verifies and answers what the Pipeline answers."""
+    artifact, manifest = load_artifact(tiny_registry, DT)
+    fast = load_fast_path(tiny_registry, manifest, artifact)
+    assert fast is not None
+    np.testing.assert_allclose(fast.predict_proba(iris_rows), artifact.predict_proba(iris_rows), atol=1e-6)
+
+
+def _uniform_proba(rows: FloatArray) -> FloatArray:
+    """A predict_proba that disagrees with the tree's own structure (what ONNX exports)."""
+    return np.full((len(rows), 3), 1 / 3)
+
+
+def _disagreeing_pipeline(iris_rows: FloatArray, iris_targets: np.ndarray) -> Pipeline:
+    pipeline = make_pipeline(DecisionTreeClassifier(max_depth=2, random_state=0)).fit(iris_rows, iris_targets)
+    pipeline[-1].predict_proba = _uniform_proba
+    return pipeline
+
+
+def test_model_whose_fast_path_disagrees_is_not_promoted(
+    tmp_path: Path,
+    tiny_manifests: dict[ModelType, ModelManifest],
+    iris_rows: FloatArray,
+    iris_targets: np.ndarray,
+) -> None:
+    """Promotion refuses a model whose ONNX export answers differently, and writes no manifest for it."""
+    with pytest.raises(ParityError, match="not promoted"):
+        save_model(tmp_path, tiny_manifests[DT], _disagreeing_pipeline(iris_rows, iris_targets))
+    assert not (tmp_path / DT.value / MANIFEST_FILE).exists()
+    assert not (tmp_path / DT.value / "model.onnx").exists()
+
+
+def test_failed_promotion_keeps_the_previous_model_servable(
+    tiny_registry: Path,
+    tiny_manifests: dict[ModelType, ModelManifest],
+    iris_rows: FloatArray,
+    iris_targets: np.ndarray,
+) -> None:
+    """A re-promotion that fails its parity check leaves the model promoted before it loading as before."""
+    before = read_manifest(tiny_registry, DT)
+    with pytest.raises(ParityError):
+        save_model(tiny_registry, tiny_manifests[DT], _disagreeing_pipeline(iris_rows, iris_targets))
+    _, manifest = load_artifact(tiny_registry, DT)
+    assert manifest == before
