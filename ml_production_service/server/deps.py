@@ -32,15 +32,15 @@ class ServedModel:
         return result, time.perf_counter() - started
 
 
-def get_served_model(request: Request) -> ServedModel:
-    """The model the lifespan loaded; 503 while there is none."""
+async def get_served_model(request: Request) -> ServedModel:
+    """The model the lifespan loaded; 503 while there is none (async: a sync dependency costs a thread hop)."""
     served: ServedModel | None = getattr(request.app.state, "served", None)
     if served is None:
         raise ApiError(503, "not_ready", "the model is not loaded yet")
     return served
 
 
-def get_service_config(request: Request) -> ServiceConfig:
+async def get_service_config(request: Request) -> ServiceConfig:
     """The configuration the app was created with."""
     config: ServiceConfig = request.app.state.config
     return config

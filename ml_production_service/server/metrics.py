@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from collections import Counter as Tally
 from collections.abc import Iterable
+from functools import lru_cache
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -45,16 +47,28 @@ MODEL_INFO = Gauge(
 )
 
 
+@lru_cache(maxsize=4096)
+def _request_series(route: str, method: str, status: int) -> tuple[Any, Any]:
+    # Label lookups take a lock and build a key: resolve each series once (routes are templates, so few).
+    return REQUESTS.labels(route, method, str(status)), LATENCY.labels(route)
+
+
+@lru_cache(maxsize=4096)
+def _prediction_series(model_type: str, model_version: str, label: str) -> Any:
+    return PREDICTIONS.labels(model_type, model_version, label)
+
+
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
     """Count one finished request and its latency."""
-    REQUESTS.labels(route, method, str(status)).inc()
-    LATENCY.labels(route).observe(seconds)
+    requests, latency = _request_series(route, method, status)
+    requests.inc()
+    latency.observe(seconds)
 
 
 def observe_predictions(model_type: str, model_version: str, labels: Iterable[str]) -> None:
     """Count predicted rows by class."""
     for label, count in Tally(labels).items():
-        PREDICTIONS.labels(model_type, model_version, label).inc(count)
+        _prediction_series(model_type, model_version, label).inc(count)
 
 
 def observe_model(model_type: str, model_version: str, sha256: str | None, load_seconds: float) -> None:

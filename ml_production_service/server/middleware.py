@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
+import secrets
 import time
-import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -23,7 +23,7 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
     for name, value in headers:
         if name == REQUEST_ID_HEADER and _VALID_REQUEST_ID.match(value):
             return value.decode("ascii")
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)
 
 
 def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
