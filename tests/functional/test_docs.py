@@ -30,7 +30,8 @@ def test_every_model_type_and_make_target_in_readme_exists() -> None:
     """Every model type is documented, and every `make X` the README names is a Makefile target."""
     for model_type in ModelType:
         assert f"`{model_type.value}`" in README
-    makefile = (REPOSITORY / "Makefile").read_text(encoding="utf-8")
+    makefiles = [REPOSITORY / "Makefile", *sorted((REPOSITORY / "mk").glob("*.mk"))]
+    makefile = "\n".join(path.read_text(encoding="utf-8") for path in makefiles)
     targets = set(re.findall(r"^([a-zA-Z_-]+):", makefile, flags=re.MULTILINE))
     named = set(re.findall(r"make ([a-z][a-z-]*[a-z])(?![\w.-])", README))
     assert named <= targets, named - targets
