@@ -17,6 +17,13 @@ REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REGISTRY_DIR = REPOSITORY_ROOT / "registry" / "prd"
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which container cpusets set), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1  # pragma: no cover - platforms without affinity masks (macOS)
+
+
 class ModelType(StrEnum):
     """The predictors the service can serve, chosen by ``MPS_MODEL_TYPE``."""
 
@@ -62,8 +69,8 @@ class ServiceConfig(BaseSettings):
     api_port: Annotated[int, Field(ge=1, le=65535)] = 8000
     """TCP port the HTTP server listens on."""
 
-    workers: Annotated[int, Field(ge=1, le=1024)] = Field(default_factory=lambda: os.cpu_count() or 1)
-    """Number of server worker processes (each loads the model once)."""
+    workers: Annotated[int, Field(ge=1, le=1024)] = Field(default_factory=lambda: available_cpus())
+    """Number of server worker processes (each loads the model once); default: the CPUs this process may use."""
 
     registry_dir: Path = DEFAULT_REGISTRY_DIR
     """Folder holding the promoted models (one sub-folder per model type)."""

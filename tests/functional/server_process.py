@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 SERVER_COMMAND = [sys.executable, "-m", "ml_production_service"]
@@ -32,17 +34,19 @@ class RunningServer:
 
     process: subprocess.Popen[str]
     url: str
+    log: IO[str]
 
     def stop(self, timeout: float = 30.0) -> tuple[int, str]:
         """SIGTERM, wait, and return the exit code and everything it logged."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
-            _, stderr = self.process.communicate(timeout=timeout)
+            self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            _, stderr = self.process.communicate()
-        return self.process.returncode, stderr
+            self.process.wait()
+        self.log.seek(0)
+        return self.process.returncode, self.log.read()
 
 
 def server_env(**settings: str) -> dict[str, str]:
@@ -53,14 +57,16 @@ def server_env(**settings: str) -> dict[str, str]:
     return env
 
 
-def wait_ready(url: str, process: subprocess.Popen[str], timeout: float = 60.0) -> None:
-    """Poll /health/ready until 200; fail if the process exits or time runs out."""
+def wait_ready(url: str, process: subprocess.Popen[str], log: IO[str] | None = None, timeout: float = 60.0) -> None:
+    """Poll /health/ready until 200; fail if the process exits (showing its log) or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(
-                f"server exited with {process.returncode}: {process.stderr.read() if process.stderr else ''}"
-            )
+            output = ""
+            if log is not None:
+                log.seek(0)
+                output = log.read()
+            raise RuntimeError(f"server exited with {process.returncode}: {output}")
         try:
             with urllib.request.urlopen(f"{url}/health/ready", timeout=1) as response:  # noqa: S310
                 if response.status == 200:
@@ -75,12 +81,14 @@ def running_server(command: list[str] | None = None, **settings: str) -> Iterato
     """Run the server command until the block ends; it always gets SIGTERM (then SIGKILL) at the end."""
     port = free_port()
     env = server_env(MPS_API_PORT=str(port), **settings)
-    process = subprocess.Popen(
-        command or SERVER_COMMAND, cwd=REPOSITORY, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    server = RunningServer(process, f"http://127.0.0.1:{port}")
-    try:
-        wait_ready(server.url, process)
-        yield server
-    finally:
-        server.stop()
+    # Logs go to a file, not a pipe: a pipe nobody reads fills up and blocks the server.
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as log:
+        process = subprocess.Popen(
+            command or SERVER_COMMAND, cwd=REPOSITORY, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True
+        )
+        server = RunningServer(process, f"http://127.0.0.1:{port}", log)
+        try:
+            wait_ready(server.url, process, log)
+            yield server
+        finally:
+            server.stop()

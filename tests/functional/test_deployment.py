@@ -1,0 +1,598 @@
+"""Deployment files: the image, the compose A/B stack, the Kubernetes manifests and the README that explains them.
+
+No Docker engine runs here, so the image is proven by hadolint, by parsing the Dockerfile, and by running its
+command and health check outside it; compose by Debian's ``docker-compose config``; manifests by
+``kubernetes-validate`` (and, for the KServe InferenceService, by ``deploy/validate_kserve.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ml_production_service import __version__
+from ml_production_service.configs import ModelType, ServiceConfig
+from tests.functional.server_process import REPOSITORY, SERVER_COMMAND, free_port, running_server
+
+DOCKERFILE = REPOSITORY / "Dockerfile"
+COMPOSE_FILE = REPOSITORY / "docker-compose.yml"
+K8S = REPOSITORY / "k8s"
+ROUTER_TEMPLATE = REPOSITORY / "deploy" / "nginx" / "ab.conf.template"
+VENV_BIN = Path(sys.executable).parent
+KUBERNETES_VERSIONS = ["1.30.0", "1.37.0"]
+
+
+# --- helpers shared with test_deploy_*.py -------------------------------------------------------------------
+
+
+def system_tool(name: str) -> str:
+    """The path of a Debian tool the deployment tests run; fail (not skip) when `make system-tools` was not run."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: run `make system-tools` (as root) first")
+    return path
+
+
+def venv_tool(name: str) -> str:
+    """A command-line tool installed in the project environment (the deploy dependency group)."""
+    path = VENV_BIN / name
+    assert path.exists(), f"{name} is missing from {VENV_BIN}: run `make environment-sync`"
+    return str(path)
+
+
+def dockerfile_instructions(path: Path = DOCKERFILE) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined and comments dropped."""
+    instructions: list[tuple[str, str]] = []
+    current = ""
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1].strip() + " "
+            continue
+        keyword, _, arguments = (current + line).partition(" ")
+        instructions.append((keyword.upper(), arguments.strip()))
+        current = ""
+    return instructions
+
+
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's build stages, each starting with its FROM."""
+    stages: list[list[tuple[str, str]]] = []
+    for instruction in dockerfile_instructions():
+        if instruction[0] == "FROM":
+            stages.append([])
+        stages[-1].append(instruction)
+    return stages
+
+
+def image_command() -> list[str]:
+    """The image's CMD (exec form)."""
+    commands = [json.loads(arguments) for keyword, arguments in dockerfile_instructions() if keyword == "CMD"]
+    assert len(commands) == 1, "one CMD, in exec form"
+    return list(commands[0])
+
+
+def image_healthcheck() -> list[str]:
+    """The image's HEALTHCHECK command (exec form), without its options."""
+    checks = [arguments for keyword, arguments in dockerfile_instructions() if keyword == "HEALTHCHECK"]
+    assert len(checks) == 1
+    options, _, command = checks[0].partition(" CMD ")
+    assert "--interval" in options and "--timeout" in options
+    return list(json.loads(command))
+
+
+def image_env() -> dict[str, str]:
+    """The ENV values the runtime stage sets (``KEY=value`` form)."""
+    env: dict[str, str] = {}
+    for keyword, arguments in dockerfile_stages()[-1]:
+        if keyword == "ENV":
+            env.update(item.split("=", 1) for item in arguments.split())
+    return env
+
+
+def compose_config() -> dict[str, Any]:
+    """The compose file as Debian's docker-compose resolves it (defaults filled in, anchors merged)."""
+    result = subprocess.run(
+        [system_tool("docker-compose"), "--file", str(COMPOSE_FILE), "config"],
+        cwd=REPOSITORY,
+        env={k: v for k, v in os.environ.items() if k not in ("SERVICE_IMAGE", "AB_RANDOM_FOREST_PERCENT")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return dict(yaml.safe_load(result.stdout))
+
+
+def variant_services(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Compose services that run the model service, by the model type they serve."""
+    return {
+        service["environment"]["MPS_MODEL_TYPE"]: service
+        for service in config["services"].values()
+        if "MPS_MODEL_TYPE" in service.get("environment", {})
+    }
+
+
+def router_service(config: dict[str, Any]) -> dict[str, Any]:
+    """The compose service that runs the A/B router (it mounts the router template)."""
+    routers = [s for s in config["services"].values() if any("ab.conf.template" in v for v in s.get("volumes", []))]
+    assert len(routers) == 1
+    return routers[0]
+
+
+def k8s_manifest_files() -> list[Path]:
+    """The manifests `make k8s-validate` gives kubernetes-validate (k8s/*.yaml but the kustomization)."""
+    return sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def k8s_documents(paths: list[Path] | None = None) -> list[dict[str, Any]]:
+    """Every resource in ``paths`` (default: the plain manifests)."""
+    return [d for p in paths or k8s_manifest_files() for d in yaml.safe_load_all(p.read_text(encoding="utf-8")) if d]
+
+
+def k8s_resource(kind: str, name: str) -> dict[str, Any]:
+    """The one resource of ``kind`` named ``name`` in k8s/."""
+    found = [d for d in k8s_documents() if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind}/{name}"
+    return found[0]
+
+
+def assert_valid_settings(env: dict[str, str]) -> ServiceConfig:
+    """``env``'s MPS_* variables are real settings with values the service starts with."""
+    settings = {k[len("MPS_") :].lower(): v for k, v in env.items() if k.startswith("MPS_")}
+    unknown = set(settings) - set(ServiceConfig.model_fields)
+    assert not unknown, f"not service settings: {unknown}"
+    return ServiceConfig(**settings)
+
+
+# --- the image ----------------------------------------------------------------------------------------------
+
+
+def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
+    """hadolint reports no error, warning, info or style finding on the Dockerfile, inline ignores disabled."""
+    result = subprocess.run(
+        [venv_tool("hadolint"), "--format", "json", "--failure-threshold", "style", "--disable-ignore-pragma", "-"],
+        input=DOCKERFILE.read_text(encoding="utf-8"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout) == []
+
+
+def test_hadolint_does_flag_an_unpinned_base(tmp_path: Path) -> None:
+    """The lint is live: the original's kind of mistake (an unpinned base image) is reported."""
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text('FROM python:latest\nCMD ["python"]\n', encoding="utf-8")
+    result = subprocess.run(
+        [venv_tool("hadolint"), "--format", "json", str(dockerfile)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode != 0
+    assert "DL3007" in {finding["code"] for finding in json.loads(result.stdout)}
+
+
+def test_image_command_is_the_server_command_and_make_serve_runs_it() -> None:
+    """The container runs `python -m ml_production_service`, the command the tests start and `make serve` runs."""
+    command = image_command()
+    assert command == ["python", "-m", "ml_production_service"]
+    assert command[1:] == SERVER_COMMAND[1:]
+    assert image_env()["PATH"].startswith("/app/.venv/bin:"), "`python` is the virtualenv's interpreter"
+    dry_run = subprocess.run(
+        ["make", "--no-print-directory", "-n", "serve"], cwd=REPOSITORY, capture_output=True, text=True, check=True
+    )
+    last = dry_run.stdout.strip().splitlines()[-1].split()
+    assert last[-3:] == command and last[-4] == "--locked"
+
+
+def test_image_is_multi_stage_pinned_and_installs_locked_runtime_dependencies_before_the_source() -> None:
+    """Pinned base and uv; deps from uv.lock without dev groups in a layer before the code; no uv at runtime."""
+    stages = dockerfile_stages()
+    bases = [arguments.split()[0] for stage in stages for keyword, arguments in stage if keyword == "FROM"]
+    assert len(stages) >= 3
+    for base in bases:
+        assert re.search(r":\d+\.\d+\.\d+", base), f"{base} is not pinned to an exact version"
+    assert any(base.startswith("ghcr.io/astral-sh/uv:") for base in bases)
+    runtime_base = bases[-1]
+    assert runtime_base.startswith("python:3.11.") and "slim" in runtime_base
+    builder = [f"{keyword} {arguments}" for keyword, arguments in stages[-2]]
+    lock_copy = next(i for i, line in enumerate(builder) if line.startswith("COPY pyproject.toml uv.lock"))
+    deps = next(i for i, line in enumerate(builder) if "uv sync" in line)
+    source = next(i for i, line in enumerate(builder) if line.startswith("COPY ml_production_service"))
+    assert lock_copy < deps < source
+    for flag in ("--locked", "--no-default-groups", "--no-install-project"):
+        assert flag in builder[deps]
+    install = [line for line in builder[source:] if "uv sync" in line]
+    assert install and "--locked" in install[0] and "--no-default-groups" in install[0]
+    runtime = [f"{keyword} {arguments}" for keyword, arguments in stages[-1]]
+    assert not [line for line in runtime if "uv" in line.split() or "--from=uv" in line]
+    assert "COPY registry/prd /app/registry/prd" in runtime
+
+
+def test_image_runs_as_a_user_it_creates() -> None:
+    """The runtime stage creates the user it switches to, by a numeric id Kubernetes runAsNonRoot can check."""
+    runtime = dockerfile_stages()[-1]
+    user = [arguments for keyword, arguments in runtime if keyword == "USER"]
+    assert user == ["10001:10001"]
+    created = " ".join(arguments for keyword, arguments in runtime if keyword == "RUN")
+    assert "useradd" in created and "--uid 10001" in created and "groupadd" in created and "--gid 10001" in created
+    assert [k for k, _ in runtime].index("USER") > max(i for i, (k, _) in enumerate(runtime) if k == "RUN")
+
+
+def test_image_settings_are_valid_service_settings() -> None:
+    """The image configures the service only through real MPS_* settings, with values it accepts."""
+    env = image_env()
+    config = assert_valid_settings(env)
+    assert str(config.registry_dir) == "/app/registry/prd", "the registry the image copies in"
+    assert config.api_host == "0.0.0.0"
+    assert {k for k in env if not k.startswith("MPS_")} <= {"PATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"}
+
+
+def _ignored(path: str, patterns: list[str]) -> bool:
+    """Docker's .dockerignore rule: the last pattern matching the path or one of its parents decides."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    ignored = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        glob = pattern.lstrip("!").strip("/")
+        regex = re.escape(glob).replace(r"\*\*/", "(.*/)?").replace(r"\*\*", ".*").replace(r"\*", "[^/]*")
+        if any(re.fullmatch(regex.replace(r"\?", "[^/]"), candidate) for candidate in candidates):
+            ignored = not negate
+    return ignored
+
+
+def test_dockerignore_sends_only_what_the_image_copies() -> None:
+    """The build context holds the package, the lock, the registry and README; not .venv, tests or research."""
+    lines = (REPOSITORY / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    copies = [args.split() for keyword, args in dockerfile_instructions() if keyword == "COPY" and "--from" not in args]
+    sources = [source for args in copies for source in args[:-1]]
+    assert {"pyproject.toml", "uv.lock", "README.md", "ml_production_service", "registry/prd"} == set(sources)
+    for source in sources:
+        for path in [source, *(str(p.relative_to(REPOSITORY)) for p in (REPOSITORY / source).rglob("*"))]:
+            if "__pycache__" not in path:
+                assert not _ignored(path, patterns), f"{path} is copied by the Dockerfile but ignored"
+    for path in [".venv/bin/python", "tests/functional/test_deployment.py", "research/experiments/common.py"]:
+        assert _ignored(path, patterns), f"{path} would be sent to the build"
+    assert _ignored("ml_production_service/__pycache__/configs.cpython-311.pyc", patterns)
+
+
+@pytest.mark.slow
+def test_image_healthcheck_passes_on_a_ready_server_and_fails_without_one() -> None:
+    """The image's HEALTHCHECK command exits 0 against a ready server on MPS_API_PORT and non-zero with none."""
+    command = image_healthcheck()
+    assert command[0] == "python" and "/health/ready" in command[-1]
+    check = [sys.executable, *command[1:]]
+    with running_server(MPS_MODEL_TYPE="decision_tree") as server:
+        port = server.url.rsplit(":", 1)[1]
+        healthy = subprocess.run(check, env={**os.environ, "MPS_API_PORT": port}, capture_output=True, timeout=30)
+    nobody = subprocess.run(
+        check, env={**os.environ, "MPS_API_PORT": str(free_port())}, capture_output=True, timeout=30
+    )
+    assert healthy.returncode == 0, healthy.stderr
+    assert nobody.returncode != 0
+
+
+# --- docker-compose -----------------------------------------------------------------------------------------
+
+
+def test_docker_compose_accepts_the_compose_file() -> None:
+    """Debian's docker-compose (v1) validates the file: `docker-compose config --quiet` exits 0."""
+    version = subprocess.run([system_tool("docker-compose"), "version", "--short"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.strip()
+    result = subprocess.run(
+        [system_tool("docker-compose"), "--file", str(COMPOSE_FILE), "config", "--quiet"],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_runs_each_variant_on_its_own_port_with_a_healthcheck_and_limits() -> None:
+    """random_forest and decision_tree each get a port, a /health/ready check and CPU and memory limits."""
+    config = compose_config()
+    variants = variant_services(config)
+    assert {"random_forest", "decision_tree"} <= set(variants)
+    ports = [port["published"] for service in variants.values() for port in service["ports"]]
+    assert len(ports) == len(set(ports)) == len(variants)
+    for service in variants.values():
+        assert_valid_settings(service["environment"])
+        assert service["build"]["context"] == str(REPOSITORY)
+        assert "/health/ready" in " ".join(service["healthcheck"]["test"])
+        limits = service["deploy"]["resources"]["limits"]
+        assert float(limits["cpus"]) > 0 and limits["memory"]
+        assert service["read_only"] is True and "/tmp" in service["tmpfs"]
+        grace = float(service["stop_grace_period"].rstrip("s"))
+        assert grace > float(service["environment"]["MPS_GRACEFUL_TIMEOUT_S"]), "in-flight requests get their time"
+        assert [p["target"] for p in service["ports"]] == [ServiceConfig.model_fields["api_port"].default]
+
+
+def test_compose_router_splits_between_the_variants_it_waits_for() -> None:
+    """The A/B entry point renders the router template, targets both variants and starts once both are healthy."""
+    config = compose_config()
+    names = {s["environment"].get("MPS_MODEL_TYPE"): name for name, s in config["services"].items()}
+    router = router_service(config)
+    env = router["environment"]
+    assert env["NGINX_ENVSUBST_FILTER"] == "^AB_"
+    assert env["AB_RANDOM_FOREST_ADDR"] == f"{names['random_forest']}:8000"
+    assert env["AB_DECISION_TREE_ADDR"] == f"{names['decision_tree']}:8000"
+    assert 0 < float(env["AB_RANDOM_FOREST_PERCENT"]) <= 100
+    assert router["depends_on"] == {
+        names["random_forest"]: {"condition": "service_healthy"},
+        names["decision_tree"]: {"condition": "service_healthy"},
+    }
+    assert router["ports"][0]["target"] == int(env["AB_LISTEN"])
+    assert re.fullmatch(r"nginx:\d+\.\d+\.\d+-alpine", router["image"])
+    assert router["healthcheck"]["test"] and router["deploy"]["resources"]["limits"]["memory"]
+    template_vars = set(re.findall(r"\$\{(\w+)\}", ROUTER_TEMPLATE.read_text(encoding="utf-8")))
+    assert template_vars == {k for k in env if k.startswith("AB_")}, "every template variable is set, no other"
+
+
+# --- Kubernetes ---------------------------------------------------------------------------------------------
+
+
+def _kubernetes_validate(paths: list[Path]) -> subprocess.CompletedProcess[str]:
+    versions = [arg for version in KUBERNETES_VERSIONS for arg in ("-k", version)]
+    return subprocess.run(
+        [venv_tool("kubernetes-validate"), "--strict", *versions, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_kubernetes_validate_passes_every_manifest_strictly() -> None:
+    """kubernetes-validate --strict accepts every resource in k8s/ on Kubernetes 1.30 and 1.37, none unchecked."""
+    result = _kubernetes_validate(k8s_manifest_files())
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert not [line for line in lines if not line.startswith("INFO ")], result.stdout
+    assert len(lines) == len(k8s_documents()) * len(KUBERNETES_VERSIONS)
+    kinds = {d["kind"] for d in k8s_documents()}
+    assert kinds == {"ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
+
+
+def test_make_k8s_validate_checks_every_manifest() -> None:
+    """`make k8s-validate` gives kubernetes-validate every manifest and the InferenceService to its schema check."""
+    dry_run = subprocess.run(
+        ["make", "--no-print-directory", "-n", "k8s-validate"], cwd=REPOSITORY, capture_output=True, text=True
+    )
+    assert dry_run.returncode == 0, dry_run.stderr
+    commands = dry_run.stdout.split()
+    for path in [*k8s_manifest_files(), *(K8S / "kserve").glob("*.yaml")]:
+        assert str(path.relative_to(REPOSITORY)) in commands
+    for version in KUBERNETES_VERSIONS:
+        assert commands.count(version) == 2
+
+
+def test_kubernetes_validate_rejects_a_misspelled_field(tmp_path: Path) -> None:
+    """Strict validation is live: a misspelled probe field in the Deployment is an error."""
+    deployment = copy.deepcopy(k8s_resource("Deployment", "mps-stable"))
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container["readynessProbe"] = container.pop("readinessProbe")
+    broken = tmp_path / "deployment.yaml"
+    broken.write_text(yaml.safe_dump(deployment), encoding="utf-8")
+    result = _kubernetes_validate([broken])
+    assert result.returncode != 0 and "readynessProbe" in result.stdout
+
+
+@pytest.mark.parametrize("track", ["stable", "canary"])
+def test_deployment_probes_resources_and_security(track: str) -> None:
+    """Each track probes readiness and liveness, has requests and limits, and runs non-root on a read-only root."""
+    deployment = k8s_resource("Deployment", f"mps-{track}")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+    assert container["startupProbe"]["httpGet"]["path"] == "/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    assert {"cpu", "memory"} <= set(container["resources"]["requests"]) & set(container["resources"]["limits"])
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp"}
+    (model_type,) = [e for e in container["env"] if e["name"] == "MPS_MODEL_TYPE"]
+    reference = model_type["valueFrom"]["configMapKeyRef"]
+    assert reference == {"name": "mps-models", "key": track}
+    shared = k8s_resource("ConfigMap", "mps-config")["data"]
+    assert container["envFrom"] == [{"configMapRef": {"name": "mps-config"}}]
+    env = {**shared, "MPS_MODEL_TYPE": k8s_resource("ConfigMap", "mps-models")["data"][track]}
+    config = assert_valid_settings(env)
+    assert container["ports"][0]["containerPort"] == config.api_port
+    pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
+    assert pod["terminationGracePeriodSeconds"] > pre_stop + config.graceful_timeout_s, "SIGKILL comes after drain"
+
+
+def test_canary_serves_the_other_model_behind_the_same_service() -> None:
+    """The Service selects both tracks; the canary serves another model with fewer replicas than stable."""
+    models = k8s_resource("ConfigMap", "mps-models")["data"]
+    assert models["stable"] != models["canary"]
+    assert {models["stable"], models["canary"]} <= {m.value for m in ModelType}
+    selector = k8s_resource("Service", "ml-production-service")["spec"]["selector"]
+    stable, canary = (k8s_resource("Deployment", f"mps-{t}") for t in ("stable", "canary"))
+    for deployment in (stable, canary):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert selector.items() <= labels.items()
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert "track" not in selector
+    assert 0 < canary["spec"]["replicas"] < stable["spec"]["replicas"]
+    hpa = k8s_resource("HorizontalPodAutoscaler", "mps-stable")["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "mps-stable"}
+    assert hpa["minReplicas"] == stable["spec"]["replicas"] < hpa["maxReplicas"]
+    pdb = k8s_resource("PodDisruptionBudget", "ml-production-service")["spec"]
+    assert pdb["selector"]["matchLabels"] == selector and pdb["maxUnavailable"] == 1
+
+
+def test_kustomization_applies_every_manifest_with_the_package_version() -> None:
+    """`kubectl apply -k k8s/` covers every plain manifest and tags the image with the package version."""
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text(encoding="utf-8"))
+    assert sorted(kustomization["resources"]) == sorted(p.name for p in k8s_manifest_files())
+    (image,) = kustomization["images"]
+    assert image["newTag"] == __version__
+    containers = [
+        c for d in k8s_documents() if d["kind"] == "Deployment" for c in d["spec"]["template"]["spec"]["containers"]
+    ]
+    assert {c["image"] for c in containers} == {f"{image['name']}:{__version__}"}
+
+
+def _validate_kserve(paths: list[Path]) -> subprocess.CompletedProcess[str]:
+    versions = [arg for version in KUBERNETES_VERSIONS for arg in ("-k", version)]
+    return subprocess.run(
+        [sys.executable, str(REPOSITORY / "deploy" / "validate_kserve.py"), *versions, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_inference_service_is_checked_by_its_schema_since_kubernetes_validate_cannot() -> None:
+    """kubernetes-validate has no KServe schema (it only warns); the project's schema check passes it."""
+    (manifest,) = (K8S / "kserve").glob("*.yaml")
+    unchecked = _kubernetes_validate([manifest])
+    assert unchecked.returncode == 0 and "Couldn't find schema for kind InferenceService" in unchecked.stdout
+    result = _validate_kserve([manifest])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("passed for resource inferenceservice/") == len(KUBERNETES_VERSIONS)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        pytest.param(lambda p: p["containers"][0].update(readynessProbe={}), "readynessProbe", id="container-typo"),
+        pytest.param(lambda p: p.update(minReplica=1), "minReplica", id="predictor-typo"),
+        pytest.param(lambda p: p.update(minReplicas="two"), "'two' is not of type 'integer'", id="replicas-type"),
+        pytest.param(lambda p: p["containers"][0].update(name="mps"), "does not contain", id="container-name"),
+        pytest.param(lambda p: p["containers"][0].pop("image"), "'image' is a required", id="no-image"),
+    ],
+)
+def test_inference_service_schema_rejects_broken_manifests(tmp_path: Path, change: Any, message: str) -> None:
+    """The InferenceService check is not vacuous: typos, wrong types and a misnamed container are errors."""
+    (manifest,) = (K8S / "kserve").glob("*.yaml")
+    document = yaml.safe_load(manifest.read_text(encoding="utf-8"))
+    change(document["spec"]["predictor"])
+    broken = tmp_path / "inferenceservice.yaml"
+    broken.write_text(yaml.safe_dump(document), encoding="utf-8")
+    result = _validate_kserve([broken])
+    assert result.returncode == 1
+    assert message in result.stdout
+
+
+def test_inference_service_runs_the_image_as_a_v2_custom_predictor() -> None:
+    """KServe's container listens where the service does and probes the V2 health routes; settings are valid."""
+    (manifest,) = (K8S / "kserve").glob("*.yaml")
+    predictor = yaml.safe_load(manifest.read_text(encoding="utf-8"))["spec"]["predictor"]
+    (container,) = predictor["containers"]
+    assert container["name"] == "kserve-container"
+    assert container["image"] == f"ml-production-service:{__version__}"
+    config = assert_valid_settings({e["name"]: e["value"] for e in container["env"]})
+    assert container["ports"][0]["containerPort"] == config.api_port
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": config.api_port}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": config.api_port}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert predictor["securityContext"]["runAsNonRoot"] is True
+
+
+def test_ecs_task_definition_runs_the_image_like_the_other_platforms() -> None:
+    """The ECS task runs the versioned image as user 10001, read-only, checked on /health/ready, with valid settings."""
+    task = json.loads((REPOSITORY / "deploy" / "ecs" / "task-definition.json").read_text(encoding="utf-8"))
+    assert task["requiresCompatibilities"] == ["FARGATE"] and task["networkMode"] == "awsvpc"
+    (container,) = task["containerDefinitions"]
+    assert container["image"].endswith(f"/ml-production-service:{__version__}")
+    assert container["user"] == "10001:10001" and container["readonlyRootFilesystem"] is True
+    assert [m["containerPath"] for m in container["mountPoints"]] == ["/tmp"]
+    assert {v["name"] for v in task["volumes"]} == {m["sourceVolume"] for m in container["mountPoints"]}
+    config = assert_valid_settings({e["name"]: e["value"] for e in container["environment"]})
+    assert [p["containerPort"] for p in container["portMappings"]] == [config.api_port]
+    assert (
+        container["healthCheck"]["command"][0] == "CMD" and "/health/ready" in container["healthCheck"]["command"][-1]
+    )
+    assert container["stopTimeout"] > config.graceful_timeout_s
+
+
+# --- make targets and the README ----------------------------------------------------------------------------
+
+
+def test_system_tools_is_quick_when_the_tools_are_installed() -> None:
+    """`make system-tools` (what `make all-test` runs first) does nothing, fast, once the tools are there."""
+    for tool in ("nginx", "docker-compose", "wrk", "envsubst"):
+        system_tool(tool)
+    started = time.monotonic()
+    result = subprocess.run(
+        ["make", "--no-print-directory", "system-tools"], cwd=REPOSITORY, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and time.monotonic() - started < 5
+
+
+def _deployment_section() -> str:
+    readme = (REPOSITORY / "README.md").read_text(encoding="utf-8")
+    section = readme.split("<!-- deployment:start -->", 1)[1].split("<!-- deployment:end -->", 1)[0]
+    assert section.strip(), "the README's deployment section is written"
+    return section
+
+
+def _make_targets() -> set[str]:
+    makefiles = [REPOSITORY / "Makefile", *(REPOSITORY / "mk").glob("*.mk")]
+    text = "\n".join(p.read_text(encoding="utf-8") for p in makefiles)
+    return set(re.findall(r"^([a-zA-Z0-9_-]+):", text, re.MULTILINE))
+
+
+def test_readme_deployment_section_names_files_and_targets_that_exist() -> None:
+    """Every file, make target and Kubernetes object the README's deployment section names exists."""
+    section = _deployment_section()
+    paths = set(
+        re.findall(
+            r"(?<![\w./-])((?:k8s|deploy|mk|registry|scripts)/[\w./-]*|Dockerfile|\.dockerignore|"
+            r"docker-compose\.yml)",
+            section,
+        )
+    )
+    assert {"Dockerfile", "docker-compose.yml", "k8s/", "deploy/nginx/ab.conf.template"} <= paths
+    for path in paths:
+        assert (REPOSITORY / path.rstrip(".")).exists(), f"README names {path}, which does not exist"
+    code = "\n".join(
+        block or inline for block, inline in re.findall(r"```bash\n(.*?)```|`([^`\n]+)`", section, re.DOTALL)
+    )
+    targets = set(re.findall(r"\bmake ([a-z0-9-]+)", re.sub(r"\s#.*", "", code)))
+    assert {"service-quick-start", "service-start", "service-stop", "service-validate", "k8s-validate"} <= targets
+    assert targets <= _make_targets()
+    for name in re.findall(r"`([\w.-]+\.(?:yaml|yml|json|template|py))`", section):
+        assert [p for p in REPOSITORY.glob(f"[!.]*/**/{name}") if ".venv" not in p.parts] or (
+            REPOSITORY / name
+        ).exists()
+    resources = {(d["kind"].lower(), d["metadata"]["name"]) for d in k8s_documents()}
+    for kind, name in re.findall(r"(?<![\w-])(deployment|service|configmap|hpa|pdb)/([a-z0-9-]+)", section):
+        kind = {"hpa": "horizontalpodautoscaler", "pdb": "poddisruptionbudget"}.get(kind, kind)
+        assert (kind, name) in resources, f"README names {kind}/{name}, which k8s/ does not define"
+
+
+def test_readme_deployment_commands_use_the_files_settings() -> None:
+    """The README's ports, image tag and settings are the ones the compose file, Makefile and manifests use."""
+    section = _deployment_section()
+    config = compose_config()
+    for service in [*variant_services(config).values(), router_service(config)]:
+        assert f"localhost:{service['ports'][0]['published']}" in section
+    assert "AB_RANDOM_FOREST_PERCENT" in section and "X-Model-Variant" in section
+    assert f"ml-production-service:{__version__}" in section
+    for variable in set(re.findall(r"\bMPS_[A-Z_]+", section)):
+        assert variable[len("MPS_") :].lower() in ServiceConfig.model_fields, variable
