@@ -101,12 +101,13 @@ def export_onnx(pipeline: Any) -> bytes:
             initial_types=[("features", FloatTensorType([None, features]))],
             options={id(estimator): {"zipmap": False}},
             target_opset={"": 17, "ai.onnx.ml": 3},
+            name="model",  # a fixed graph name: otherwise a random one makes every export differ
         )
     else:
         from onnxmltools import convert_xgboost
         from onnxmltools.convert.common.data_types import FloatTensorType as XgbFloatTensorType
 
         model = convert_xgboost(
-            estimator, initial_types=[("features", XgbFloatTensorType([None, features]))], target_opset=15
+            estimator, initial_types=[("features", XgbFloatTensorType([None, features]))], target_opset=15, name="model"
         )
     return bytes(model.SerializeToString())

@@ -1,31 +1,68 @@
-"""Shared experiment helpers: the data, the validation protocol, the manifest, the promotion."""
+"""Shared experiment foundations: the data, the served pipeline, the family configs, recipes, code version."""
 
 from __future__ import annotations
 
-import argparse
 import hashlib
+import json
+import math
+import subprocess
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.base import ClassifierMixin, clone
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.datasets import load_iris
-from sklearn.model_selection import LeaveOneOut, cross_val_predict
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import Pipeline
+from sklearn.tree import DecisionTreeClassifier
+from xgboost import XGBClassifier
 
-from ml_production_service.configs import DEFAULT_REGISTRY_DIR, ModelType
+from ml_production_service import __version__
+from ml_production_service.configs import REPOSITORY_ROOT, ModelType
 from ml_production_service.features import FEATURE_NAMES, FloatArray, make_feature_transformer
 from ml_production_service.manifest import ModelManifest, Recipe, installed_library_versions
-from ml_production_service.registry import save_model
+from ml_production_service.predictors.heuristic import HeuristicPredictor, default_heuristic_manifest
 
 SEED = 42
+RESEARCH_DIR = REPOSITORY_ROOT / "research"
+CONFIG_DIR = RESEARCH_DIR / "configs"
+RESULTS_DIR = RESEARCH_DIR / "results"
+MODELS_DIR = RESEARCH_DIR / "models"
+CODE_PATHS = ("research/experiments", "research/configs", "ml_production_service")
+"""The code an experiment's numbers depend on (its results folders are not code)."""
+EXTRA_LIBRARIES = ("scipy", "matplotlib", "tqdm", "skl2onnx", "onnxmltools", "onnx")
+"""Libraries recorded in metrics.json beyond the ones every manifest tracks."""
 
 
 def load_data() -> tuple[FloatArray, np.ndarray, list[str]]:
     """Iris as shipped with scikit-learn: rows in ``FEATURE_NAMES`` order, integer targets, class labels."""
     iris = load_iris()
     return np.asarray(iris.data, dtype=np.float64), np.asarray(iris.target), [str(n) for n in iris.target_names]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The rows an experiment uses; ``row_ids`` are 0-based row numbers of ``load_iris()``."""
+
+    features: FloatArray
+    targets: np.ndarray
+    class_labels: list[str]
+    row_ids: np.ndarray
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the exact rows and labels."""
+        return data_fingerprint(self.features, self.targets)
+
+
+def load_dataset(every: int = 1) -> Dataset:
+    """Iris, or every ``every``-th row of it (iris is sorted by class, so each class keeps 1/every of its rows)."""
+    features, targets, class_labels = load_data()
+    row_ids = np.arange(len(targets))[::every]
+    return Dataset(features[row_ids], targets[row_ids], class_labels, row_ids)
 
 
 def data_fingerprint(features: FloatArray, targets: np.ndarray) -> str:
@@ -41,10 +78,99 @@ def make_pipeline(estimator: ClassifierMixin) -> Pipeline:
     return Pipeline([("features", make_feature_transformer()), ("model", estimator)])
 
 
-def loocv_accuracy(model: Any, features: FloatArray, targets: np.ndarray) -> float:
-    """Leave-one-out accuracy: each row predicted by a model that never saw it."""
-    predicted = cross_val_predict(clone(model), features, targets, cv=LeaveOneOut())
-    return float(np.mean(predicted == targets))
+class HeuristicRules(ClassifierMixin, BaseEstimator):
+    """The served heuristic as a scikit-learn estimator, to run it through the same protocol; ``fit`` learns nothing."""
+
+    def fit(self, features: FloatArray, targets: np.ndarray) -> HeuristicRules:
+        """Nothing to learn: the thresholds are constants of ``predictors.heuristic``."""
+        self.classes_ = np.arange(len(default_heuristic_manifest().class_labels))
+        self.n_features_in_ = np.asarray(features).shape[1]
+        del targets
+        return self
+
+    def predict_proba(self, features: FloatArray) -> FloatArray:
+        """One-hot probabilities from the served predictor."""
+        return HeuristicPredictor().predict_proba(np.asarray(features, dtype=np.float64))
+
+    def predict(self, features: FloatArray) -> np.ndarray:
+        """The class index the rules give."""
+        return np.asarray(self.predict_proba(features).argmax(axis=1))
+
+
+ESTIMATORS: dict[str, type[Any]] = {
+    "HeuristicPredictor": HeuristicRules,
+    "DecisionTreeClassifier": DecisionTreeClassifier,
+    "RandomForestClassifier": RandomForestClassifier,
+    "XGBClassifier": XGBClassifier,
+}
+"""Recipe estimator name (as written in a manifest) -> the class that builds it."""
+
+
+@dataclass(frozen=True)
+class FamilyConfig:
+    """A model family's recipe: estimator, fixed hyperparameters and seed, and the grid nested CV searches."""
+
+    model_type: ModelType
+    estimator: str
+    description: str = ""
+    seed: int | None = SEED
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    search_grid: dict[str, list[Any]] = field(default_factory=dict)
+    inner_folds: int = 3
+
+    @classmethod
+    def load(cls, model_type: ModelType, path: Path | None = None) -> FamilyConfig:
+        """Read ``research/configs/<model_type>.json`` (or ``path``)."""
+        raw = json.loads((path or CONFIG_DIR / f"{model_type.value}.json").read_text(encoding="utf-8"))
+        search = raw.get("search") or {}
+        return cls(
+            model_type=model_type,
+            estimator=raw["estimator"],
+            description=raw.get("description", ""),
+            seed=raw.get("seed"),
+            hyperparameters=dict(raw.get("hyperparameters", {})),
+            search_grid={k: list(v) for k, v in search.get("grid", {}).items()},
+            inner_folds=int(search.get("inner_folds", 3)),
+        )
+
+    @property
+    def fitted(self) -> bool:
+        """Whether this family learns from data (everything but the heuristic)."""
+        return self.model_type is not ModelType.HEURISTIC
+
+    def build(self) -> Any:
+        """The recipe as an unfitted model: the served Pipeline, or the heuristic rules."""
+        cls = ESTIMATORS[self.estimator]
+        if not self.fitted:
+            return cls()
+        params = dict(self.hyperparameters)
+        if self.seed is not None:
+            params.setdefault("random_state", self.seed)
+        return make_pipeline(cls(**params))
+
+
+def recipe_hyperparameters(model: Any) -> dict[str, Any]:
+    """Every hyperparameter of a model's estimator that a manifest can hold (JSON scalars)."""
+    if not isinstance(model, Pipeline):
+        return dict(default_heuristic_manifest().recipe.hyperparameters)
+    params = model[-1].get_params()
+    return {k: v for k, v in params.items() if v is None or isinstance(v, bool | int | float | str)}
+
+
+def model_from_recipe(recipe: Recipe) -> Any:
+    """Rebuild the unfitted model a manifest's recipe describes (KeyError for an unknown estimator)."""
+    cls = ESTIMATORS[recipe.estimator]
+    if cls is HeuristicRules:
+        return HeuristicRules()
+    defaults = cls().get_params()
+    params = {}
+    for name, value in recipe.hyperparameters.items():
+        default = defaults.get(name)
+        # JSON has no NaN: a NaN default (xgboost's ``missing``) is written as null and means "the default".
+        if value is None and isinstance(default, float) and math.isnan(default):
+            continue
+        params[name] = value
+    return make_pipeline(cls(**params))
 
 
 def build_manifest(
@@ -77,41 +203,55 @@ def build_manifest(
     )
 
 
-def train_and_promote(model_type: ModelType, estimator: ClassifierMixin, registry_dir: Path) -> ModelManifest:
-    """Validate the recipe with LOOCV, fit it on every row, and write it into ``registry_dir``."""
-    features, targets, class_labels = load_data()
-    pipeline = make_pipeline(estimator)
-    metrics = {
-        "loocv_accuracy": loocv_accuracy(pipeline, features, targets),
-        "training_accuracy": None,
+def library_versions() -> dict[str, str]:
+    """Versions of python, every library a manifest tracks, and the research tools."""
+    versions = installed_library_versions()
+    for name in EXTRA_LIBRARIES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not-installed"
+    return versions
+
+
+def code_version() -> dict[str, Any]:
+    """The git commit, whether the tree differs from it, the package version, and a hash of the code on disk."""
+    digest = hashlib.sha256()
+    for path in sorted(
+        [
+            *RESEARCH_DIR.glob("experiments/*.py"),
+            *CONFIG_DIR.glob("*.json"),
+            *REPOSITORY_ROOT.glob("ml_production_service/**/*.py"),
+        ]
+    ):
+        digest.update(path.relative_to(REPOSITORY_ROOT).as_posix().encode())
+        digest.update(path.read_bytes())
+    return {
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--", *CODE_PATHS)),
+        "package_version": __version__,
+        "source_sha256": digest.hexdigest(),
     }
-    pipeline.fit(features, targets)
-    metrics["training_accuracy"] = float(np.mean(pipeline.predict(features) == targets))
-    manifest = build_manifest(
-        model_type,
-        type(estimator).__name__,
-        {k: v for k, v in estimator.get_params().items() if _is_json_scalar(v)},
-        metrics,
-        features,
-        targets,
-        class_labels,
-    )
-    return save_model(registry_dir, manifest, pipeline)
 
 
-def _is_json_scalar(value: Any) -> bool:
-    return value is None or isinstance(value, bool | int | float | str)
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(  # noqa: S603 - fixed arguments, no shell
+            ["git", *args],  # noqa: S607 - git from PATH, as a developer runs it
+            cwd=REPOSITORY_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip()
 
 
-def parse_registry_dir(description: str) -> Path:
-    """Parse the common ``--registry-dir`` argument of every experiment CLI."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--registry-dir", type=Path, default=DEFAULT_REGISTRY_DIR, help="where to promote")
-    return Path(parser.parse_args().registry_dir)
-
-
-def report(manifest: ModelManifest) -> None:
-    """Print what was promoted, with the metrics that validated it."""
-    print(f"promoted {manifest.model_type.value} version {manifest.version} sha256 {manifest.sha256}")  # noqa: T201
-    for name, value in manifest.metrics.items():
-        print(f"  {name}: {value:.4f}" if isinstance(value, float) else f"  {name}: {value}")  # noqa: T201
+def relative(path: Path) -> str:
+    """``path`` relative to the repository when inside it (results stay portable), else absolute."""
+    try:
+        return path.resolve().relative_to(REPOSITORY_ROOT).as_posix()
+    except ValueError:
+        return str(path)

@@ -1,16 +1,7 @@
-"""Train, validate and promote the decision tree."""
-
-from sklearn.tree import DecisionTreeClassifier
+"""Validate, fit and save the decision tree (research/configs/decision_tree.json)."""
 
 from ml_production_service.configs import ModelType
-from research.experiments.common import SEED, parse_registry_dir, report, train_and_promote
-
-HYPERPARAMETERS = {"max_depth": 4, "min_samples_leaf": 1, "criterion": "gini"}
+from research.experiments.cli import main
 
 if __name__ == "__main__":
-    registry = parse_registry_dir(__doc__ or "")
-    report(
-        train_and_promote(
-            ModelType.DECISION_TREE, DecisionTreeClassifier(random_state=SEED, **HYPERPARAMETERS), registry
-        )
-    )
+    raise SystemExit(main(ModelType.DECISION_TREE, __doc__ or ""))

@@ -105,3 +105,11 @@ def test_check_parity_reports_shape_mismatch_as_failure() -> None:
     three_classes = make_pipeline(DecisionTreeClassifier(random_state=0)).fit(rows, np.arange(150) % 3)
     report = check_parity(three_classes, OnnxModel(export_onnx(two_classes)), rows)
     assert not report.passed
+
+
+@pytest.mark.parametrize("model_type", FITTED)
+def test_export_is_deterministic(model_type: ModelType) -> None:
+    """Exporting the same model twice gives the same ONNX bytes, so re-promotion is reproducible."""
+    predictor = get_predictor(ServiceConfig(model_type=model_type, fast_path=False))
+    assert isinstance(predictor, MLModelPredictor)
+    assert export_onnx(predictor.pipeline) == export_onnx(predictor.pipeline)

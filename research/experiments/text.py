@@ -1,0 +1,65 @@
+"""How numbers are written in reports, tables and the console, so every page says them the same way."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def pct(value: float | None, digits: int = 1) -> str:
+    """0.9533 -> '95.3%'; None -> '—'."""
+    return "—" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def interval(bounds: Sequence[float] | None, digits: int = 1) -> str:
+    """[0.9, 0.97] -> '[90.0, 97.0]' (percent)."""
+    if not bounds:
+        return "—"
+    return f"[{100 * bounds[0]:.{digits}f}, {100 * bounds[1]:.{digits}f}]"
+
+
+def mean_std(mean: float, std: float) -> str:
+    """Percent mean ± standard deviation."""
+    return f"{100 * mean:.1f}% ± {100 * std:.1f}"
+
+
+def microseconds(value: float | None) -> str:
+    """A latency in µs, or in ms from 1,000 µs."""
+    if value is None:
+        return "—"
+    return f"{value / 1e3:.1f} ms" if value >= 1_000 else f"{value:.0f} µs" if value >= 10 else f"{value:.1f} µs"
+
+
+def milliseconds(value: float | None) -> str:
+    """A latency in ms."""
+    return "—" if value is None else f"{value:.2f} ms" if value < 10 else f"{value:.0f} ms"
+
+
+def size(value: int | None) -> str:
+    """Bytes as B, KiB or MiB."""
+    if value is None:
+        return "—"
+    if value < 1024:
+        return f"{value} B"
+    return f"{value / 1024:.1f} KiB" if value < 1024 * 1024 else f"{value / 1024 / 1024:.1f} MiB"
+
+
+def p_value(value: float) -> str:
+    """A p-value to two significant figures, '<0.001' below that."""
+    return "<0.001" if value < 0.001 else f"{value:.2g}"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def console_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain-text table with aligned columns."""
+    cells = [list(map(str, header)), *[list(map(str, row)) for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(line.rstrip() for line in lines)
