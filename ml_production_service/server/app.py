@@ -114,6 +114,8 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         description="Iris classification behind one interface: heuristic, decision tree, random forest, XGBoost.",
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        # Metrics are Prometheus, logs structlog; FastAPI's OpenTelemetry hooks would only cost a check per request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.config = config
     app.state.ready = False

@@ -116,3 +116,19 @@ def test_heuristic_scores_at_least_95_percent_on_iris(iris_rows: np.ndarray, iri
     """The baseline is good enough to serve: at least 95% of the iris rows right."""
     predicted = [p.label for p in HeuristicPredictor().predict_many(iris_rows)]
     assert np.mean(np.array(predicted) == np.array(iris_labels)) >= 0.95
+
+
+def test_single_row_rules_agree_with_the_vectorised_rules() -> None:
+    """predict_one (plain Python) and predict_many (numpy) give the same answer on a grid across both thresholds."""
+    predictor = HeuristicPredictor()
+    grid = np.array(
+        [[5.0, 3.0, length, width] for length in np.linspace(0.1, 7, 40) for width in np.linspace(0.1, 3, 40)]
+    )
+    many = predictor.predict_many(grid)
+    for row, expected in zip(grid, many, strict=True):
+        one = predictor.predict_one(row)
+        assert (one.label, one.class_index, one.probabilities) == (
+            expected.label,
+            expected.class_index,
+            expected.probabilities,
+        )
