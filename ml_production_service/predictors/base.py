@@ -77,7 +77,7 @@ class BasePredictor(ABC):
         return self.to_predictions(self.predict_proba(rows))
 
     def predict_one(self, row: FloatArray) -> Prediction:
-        """Predict one row of four features."""
+        """Predict one row: four features, shape ``[4]``."""
         return self.to_predictions(self.predict_proba(row.reshape(1, -1)))[0]
 
     def to_predictions(self, probabilities: FloatArray) -> list[Prediction]:

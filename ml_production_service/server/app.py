@@ -69,7 +69,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     started = time.perf_counter()
     predictor = get_predictor(config)
     load_seconds = time.perf_counter() - started
-    warm_row = IrisFeatures.model_validate(SETOSA_EXAMPLE).to_row()[0]
+    warm_row = IrisFeatures.model_validate(SETOSA_EXAMPLE).to_row()
     warmup_us = predictor.warm_up(warm_row)
     inline = warmup_us <= config.inline_predict_max_us
     app.state.served = ServedModel(predictor=predictor, inline=inline, warmup_us=warmup_us)

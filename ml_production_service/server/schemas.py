@@ -36,8 +36,8 @@ class IrisFeatures(BaseModel):
     petal_width: Centimetres
 
     def to_row(self) -> FloatArray:
-        """The measurements as one row in the models' feature order."""
-        return np.array([[getattr(self, name) for name in FEATURE_NAMES]], dtype=np.float64)
+        """The measurements as one row ``[4]`` in the models' feature order."""
+        return np.array([getattr(self, name) for name in FEATURE_NAMES], dtype=np.float64)
 
 
 class BatchRequest(BaseModel):

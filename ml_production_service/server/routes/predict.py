@@ -59,7 +59,7 @@ async def predict(
         "model_version": predictor.version,
     }
     if explain:
-        payload["explanation"], _ = await model.run(predictor.explain, row[0])
+        payload["explanation"], _ = await model.run(predictor.explain, row)
     return Response(orjson.dumps(payload), media_type=JSON, headers=_server_timing(seconds))
 
 

@@ -1,0 +1,241 @@
+"""``python -m benchmarks.readme`` (make bench-report): the README's performance section from the latest results.
+
+It reads the latest full ``bench`` and ``peers`` runs under benchmarks/results/ and rewrites what lies between
+the perf markers of README.md, and nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks.report import (
+    REFERENCE_CONCURRENCY,
+    TAIL_CONCURRENCY,
+    find_http,
+    get,
+    machine_line,
+    ms,
+    num,
+    ratio,
+    server_label,
+    table,
+    targets_table,
+    times,
+    versions_line,
+)
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPOSITORY / "benchmarks" / "results"
+README = REPOSITORY / "README.md"
+START_MARKER = "<!-- perf-table:start -->"
+END_MARKER = "<!-- perf-table:end -->"
+
+
+def latest(kind: str, results_dir: Path = RESULTS_DIR, mode: str = "full") -> Path | None:
+    """The newest results folder of ``kind`` (bench or peers) measured in ``mode``."""
+    found = []
+    for path in results_dir.glob("*/results.json"):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if data.get("kind") == kind and data.get("mode") == mode:
+            found.append((data.get("started_at", ""), path.parent))
+    return max(found)[1] if found else None
+
+
+def readme_section(bench: dict[str, Any] | None, peers: dict[str, Any] | None, folders: dict[str, Path]) -> str:
+    """The Markdown between the README's perf markers."""
+    lines: list[str] = []
+    if bench is None and peers is None:
+        return "No benchmark results yet: run `make bench` (and `make bench-peers`), then `make bench-report`.\n"
+    source = bench or peers
+    assert source is not None
+    lines += [
+        f"Measured by `make bench` / `make bench-peers` on {machine_line(source)}.",
+        f"Versions: {versions_line(source['versions'])}.",
+        "One uvicorn worker per server; wrk on the same machine; traffic on 127.0.0.1. The machine is shared: "
+        "compare within one run. Regenerate this table with `make bench-report`.",
+        "",
+    ]
+    if bench is not None:
+        lines += [
+            f"**In-process and `/predict`** (`{bench['command']}`, {bench['started_at']}, "
+            f"`{_relative(folders['bench'])}`):",
+            "",
+        ]
+        lines += _readme_bench_rows(bench)
+        lines.append("")
+    if peers is not None:
+        lines += [
+            f"**Against MLServer** (`{peers['command']}`, {peers['started_at']}, "
+            f"`{_relative(folders['peers'])}`; MLServer venv: {versions_line(peers['versions_mlserver'])}):",
+            "",
+        ]
+        lines += _readme_peer_rows(peers)
+        lines += ["", "What the peer could not do, or needed:", ""]
+        lines += [f"- {probe}" for probe in _probe_summary(peers)]
+        lines += [f"- {note}" for note in peers.get("peer_notes", [])]
+        lines.append("")
+    lines += ["**Targets** (issue 4):", "", *targets_table(bench, peers), ""]
+    return "\n".join(lines)
+
+
+def _relative(path: Path) -> str:
+    return str(path.relative_to(REPOSITORY)) if path.is_relative_to(REPOSITORY) else str(path)
+
+
+def _readme_bench_rows(bench: dict[str, Any]) -> list[str]:
+    keyed = {(r["model"], r["path"], r["kind"]): r for r in bench.get("inprocess") or []}
+    servers = {(s["server"], s["model"]): s for s in bench.get("servers", [])}
+    c, tail = REFERENCE_CONCURRENCY, TAIL_CONCURRENCY
+    rows = []
+    ceiling = find_http(bench, "ceiling", None, "constant", c)
+    if ceiling is not None:
+        rows.append(
+            [
+                "ceiling (raw ASGI)",
+                "–",
+                "–",
+                num(ceiling["rows_per_s"]),
+                "1.00×",
+                "–",
+                ms(get(find_http(bench, "ceiling", None, "constant", tail), "latency_ms", "p99")),
+                "–",
+                "–",
+                num(get(servers.get(("ceiling", None)), "rss_mb")),
+            ]
+        )
+    for model in bench["settings"]["models"]:
+        base = find_http(bench, "baseline", model, "/predict", c)
+        ours = find_http(bench, "ours", model, "/predict", c)
+        fast_path = "served" if model == "heuristic" else "fast"
+        single = keyed.get((model, fast_path, "single"))
+        original = keyed.get((model, "original", "single"))
+        if base is not None:
+            rows.append(
+                [
+                    f"baseline {model}",
+                    num(get(keyed.get((model, "baseline", "single")), "p50_us"), 1),
+                    "–",
+                    num(base["rows_per_s"]),
+                    times(get(base, "vs_ceiling", "throughput")),
+                    "1.00×",
+                    ms(get(find_http(bench, "baseline", model, "/predict", tail), "latency_ms", "p99")),
+                    "–",
+                    "–",
+                    num(get(servers.get(("baseline", model)), "rss_mb")),
+                ]
+            )
+        if ours is not None:
+            batch = find_http(bench, "ours", model, "/predict/batch", c)
+            v2 = find_http(bench, "ours", model, "v2 infer", c)
+            rows.append(
+                [
+                    f"**ours {model}**",
+                    num(get(single, "p50_us"), 1),
+                    num(get(original, "p50_us"), 1),
+                    num(ours["rows_per_s"]),
+                    times(get(ours, "vs_ceiling", "throughput")),
+                    times(get(ours, "vs_baseline", "throughput")),
+                    ms(get(find_http(bench, "ours", model, "/predict", tail), "latency_ms", "p99")),
+                    num(get(batch, "rows_per_s")),
+                    num(get(v2, "rows_per_s")),
+                    num(get(servers.get(("ours", model)), "rss_mb")),
+                ]
+            )
+    header = [
+        "server, model",
+        "1 row p50 µs",
+        "original µs",
+        f"/predict req/s c={c}",
+        "×ceiling",
+        "×baseline",
+        f"p99 ms c={tail}",
+        f"batch rows/s c={c}",
+        f"V2 req/s c={c}",
+        "RSS MB",
+    ]
+    return table(header, rows)
+
+
+def _readme_peer_rows(peers: dict[str, Any]) -> list[str]:
+    c = REFERENCE_CONCURRENCY
+    rows = []
+    for model in peers["settings"]["models"]:
+        ours = find_http(peers, "ours", model, "v2 infer", c)
+        joblib_path = find_http(peers, "ours-joblib", model, "v2 infer", c)
+        for r in (x for x in peers.get("http", []) if x["server"].startswith("mlserver") and x["model"] == model):
+            if r["concurrency"] != c:
+                continue
+            rows.append(
+                [
+                    model,
+                    server_label(r),
+                    num(r["rows_per_s"]),
+                    ms(r["latency_ms"]["p99"]),
+                    num(get(ours, "rows_per_s")),
+                    times(ratio(get(ours, "rows_per_s"), r["rows_per_s"])),
+                    num(get(joblib_path, "rows_per_s")),
+                    times(ratio(get(joblib_path, "rows_per_s"), r["rows_per_s"])),
+                ]
+            )
+    header = [
+        "model",
+        "MLServer",
+        f"req/s c={c}",
+        "p99 ms",
+        "ours V2 req/s",
+        "ours ×MLServer",
+        "ours (MPS_FAST_PATH=false) req/s",
+        "×MLServer",
+    ]
+    return table(header, rows)
+
+
+def _probe_summary(peers: dict[str, Any]) -> list[str]:
+    """One line per probe: the statuses MLServer answered across the models."""
+    statuses: dict[str, list[str]] = {}
+    for c in peers.get("capabilities", []):
+        statuses.setdefault(c["probe"], []).append(f"{c['model']} {c['status']}")
+    return [f"{probe}: {', '.join(answers)}" for probe, answers in statuses.items()]
+
+
+def update_readme(section: str, readme: Path = README) -> None:
+    """Replace what lies between the perf markers (and nothing else)."""
+    text = readme.read_text()
+    start, end = text.find(START_MARKER), text.find(END_MARKER)
+    if start < 0 or end < start:
+        raise ValueError(f"{readme} has no {START_MARKER} ... {END_MARKER} section")
+    head = text[: start + len(START_MARKER)]
+    readme.write_text(head + "\n" + section.rstrip("\n") + "\n" + text[end:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the README's performance section from the latest results."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__)
+    parser.add_argument("--bench", type=Path, help="results folder of make bench (default: the latest full one)")
+    parser.add_argument("--peers", type=Path, help="results folder of make bench-peers (default: the latest)")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--mode", default="full", help="which runs count as latest (full, or quick to try it out)")
+    args = parser.parse_args(argv)
+    folders = {
+        "bench": args.bench or latest("bench", args.results_dir, args.mode),
+        "peers": args.peers or latest("peers", args.results_dir, args.mode),
+    }
+    loaded = {k: json.loads((v / "results.json").read_text()) if v else None for k, v in folders.items()}
+    section = readme_section(loaded["bench"], loaded["peers"], {k: v for k, v in folders.items() if v})
+    update_readme(section, args.readme)
+    for kind, folder in folders.items():
+        sys.stdout.write(f"{kind}: {_relative(folder) if folder else 'no results'}\n")
+    sys.stdout.write(f"wrote the performance section of {args.readme}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
