@@ -72,7 +72,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     warm_row = IrisFeatures.model_validate(SETOSA_EXAMPLE).to_row()
     warmup_us = predictor.warm_up(warm_row)
     inline = warmup_us <= config.inline_predict_max_us
-    app.state.served = ServedModel(predictor=predictor, inline=inline, warmup_us=warmup_us)
+    app.state.served = ServedModel(
+        predictor=predictor, inline=inline, warmup_us=warmup_us, max_batch_size=config.max_batch_size
+    )
     app.state.model_info.update(model_type=predictor.model_type, model_version=predictor.version)
     observe_model(predictor.model_type, predictor.version, predictor.manifest.sha256, load_seconds)
     app.state.ready = True
@@ -121,7 +123,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
     app.state.ready = False
     app.state.model_info = {"model_type": config.model_type.value, "model_version": None}
     app.add_middleware(RequestContextMiddleware, max_body_bytes=config.max_body_bytes, model_info=app.state.model_info)
-    for router in (predict.router, health.router, model.router, v2.router, metrics.router):
+    for router in (predict.router, v2.router, health.router, model.router, metrics.router):  # hot routes first
         app.include_router(router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

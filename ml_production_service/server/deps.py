@@ -10,7 +10,6 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from ml_production_service.configs import ServiceConfig
 from ml_production_service.predictors.base import BasePredictor
 from ml_production_service.server.errors import ApiError
 
@@ -19,11 +18,13 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class ServedModel:
-    """The loaded predictor and how to call it: inline when it answers in microseconds, else in a thread."""
+    """The loaded predictor, the limits it serves under, and how to call it: inline when it answers in
+    microseconds, else in a thread. One dependency carries all of it: each dependency costs every request."""
 
     predictor: BasePredictor
     inline: bool
     warmup_us: float
+    max_batch_size: int
 
     async def run(self, function: Callable[..., T], *args: object) -> tuple[T, float]:
         """Call ``function(*args)`` without holding up the event loop; return its result and seconds spent."""
@@ -40,11 +41,4 @@ async def get_served_model(request: Request) -> ServedModel:
     return served
 
 
-async def get_service_config(request: Request) -> ServiceConfig:
-    """The configuration the app was created with."""
-    config: ServiceConfig = request.app.state.config
-    return config
-
-
 ModelDep = Annotated[ServedModel, Depends(get_served_model)]
-ConfigDep = Annotated[ServiceConfig, Depends(get_service_config)]

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from ml_production_service.predictors.base import Prediction
 from ml_production_service.server.body import read_json
-from ml_production_service.server.deps import ConfigDep, ModelDep
+from ml_production_service.server.deps import ModelDep
 from ml_production_service.server.errors import JSON, ApiError
 from ml_production_service.server.metrics import observe_predictions
 from ml_production_service.server.schemas import (
@@ -69,15 +69,15 @@ async def predict(
     responses={200: {"model": BatchResponse}, **ERRORS},
     openapi_extra=_body(BatchRequest.__name__),
 )
-async def predict_batch(request: Request, model: ModelDep, config: ConfigDep) -> Response:
+async def predict_batch(request: Request, model: ModelDep) -> Response:
     """Classify up to ``MPS_MAX_BATCH_SIZE`` flowers; one invalid row rejects the batch."""
     batch = await read_json(request, BatchRequest)
-    if len(batch.instances) > config.max_batch_size:
+    if len(batch.instances) > model.max_batch_size:
         raise ApiError(
             413,
             "batch_too_large",
-            f"batch has {len(batch.instances)} rows, the limit is {config.max_batch_size} (MPS_MAX_BATCH_SIZE)",
-            [{"field": "instances", "rule": "max_length", "message": f"at most {config.max_batch_size} rows"}],
+            f"batch has {len(batch.instances)} rows, the limit is {model.max_batch_size} (MPS_MAX_BATCH_SIZE)",
+            [{"field": "instances", "rule": "max_length", "message": f"at most {model.max_batch_size} rows"}],
         )
     predictor = model.predictor
     predictions, seconds = await model.run(predictor.predict_many, batch.to_rows())

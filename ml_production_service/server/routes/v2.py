@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from ml_production_service import __version__
 from ml_production_service.features import FEATURE_NAMES
-from ml_production_service.server.deps import ConfigDep, ModelDep, ServedModel, get_served_model
+from ml_production_service.server.deps import ModelDep, ServedModel, get_served_model
 from ml_production_service.server.metrics import observe_predictions
 from ml_production_service.server.v2_codec import (
     BINARY_HEADER,
@@ -35,6 +35,28 @@ def _check_model(model: ServedModel, name: str, version: str | None = None) -> N
         raise v2_error(
             404, f"model '{name}' has no version '{version}'; it serves '{predictor.version}'", "model_version"
         )
+
+
+# Routes match in order: infer, the hot path, comes first.
+@router.post("/models/{name}/infer")
+@router.post("/models/{name}/versions/{version}/infer")
+async def infer(request: Request, model: ModelDep, name: str, version: str | None = None) -> Response:
+    """Classify an FP32/FP64 tensor [N, 4]; outputs ``predict`` (INT64 [N]) and ``predict_proba`` (FP64 [N, C])."""
+    _check_model(model, name, version)
+    inference, binary = parse_request(await request.body(), request.headers.get(BINARY_HEADER))
+    rows = input_rows(inference, binary, model.max_batch_size)
+    wanted = requested_outputs(inference)
+    probabilities, seconds = await model.run(model.predictor.predict_proba, rows)
+    labels = model.predictor.class_labels
+    classes = np.argmax(probabilities, axis=1)
+    observe_predictions(name, model.predictor.version, (labels[i] for i in classes.tolist()))
+    header: dict[str, Any] = {"model_name": name, "model_version": model.predictor.version}
+    if inference.id is not None:
+        header["id"] = inference.id
+    tensors = {"predict": classes, "predict_proba": probabilities}
+    body, headers = encode_response(header, tensors, wanted)
+    headers["server-timing"] = f"model;dur={seconds * 1000:.3f}"
+    return Response(body, headers=headers)
 
 
 @router.get("")
@@ -81,26 +103,3 @@ async def model_ready(model: ModelDep, name: str, version: str | None = None) ->
     """The named model is loaded and ready."""
     _check_model(model, name, version)
     return {"name": name, "ready": True}
-
-
-@router.post("/models/{name}/infer")
-@router.post("/models/{name}/versions/{version}/infer")
-async def infer(
-    request: Request, model: ModelDep, config: ConfigDep, name: str, version: str | None = None
-) -> Response:
-    """Classify an FP32/FP64 tensor [N, 4]; outputs ``predict`` (INT64 [N]) and ``predict_proba`` (FP64 [N, C])."""
-    _check_model(model, name, version)
-    inference, binary = parse_request(await request.body(), request.headers.get(BINARY_HEADER))
-    rows = input_rows(inference, binary, config.max_batch_size)
-    wanted = requested_outputs(inference)
-    probabilities, seconds = await model.run(model.predictor.predict_proba, rows)
-    labels = model.predictor.class_labels
-    classes = np.argmax(probabilities, axis=1)
-    observe_predictions(name, model.predictor.version, (labels[i] for i in classes.tolist()))
-    header: dict[str, Any] = {"model_name": name, "model_version": model.predictor.version}
-    if inference.id is not None:
-        header["id"] = inference.id
-    tensors = {"predict": classes, "predict_proba": probabilities}
-    body, headers = encode_response(header, tensors, wanted)
-    headers["server-timing"] = f"model;dur={seconds * 1000:.3f}"
-    return Response(body, headers=headers)
