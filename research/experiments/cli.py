@@ -12,7 +12,7 @@ from ml_production_service.predictors.base import ModelLoadError
 from research.experiments.common import MODELS_DIR, RESULTS_DIR, FamilyConfig
 from research.experiments.evaluation import Protocol
 from research.experiments.experiment import Run, run_experiment
-from research.experiments.promotion import PromotionError, promote
+from research.experiments.promotion import PromotionError, promote_from_args
 from research.experiments.text import interval, mean_std, microseconds, milliseconds, pct, size
 
 
@@ -93,18 +93,7 @@ def main(model_type: ModelType, description: str, argv: list[str] | None = None)
     print(summarise(run))
     if args.promote:
         try:
-            print(
-                promote(
-                    model_type,
-                    run.run_id,
-                    results_dir=args.results_dir,
-                    models_dir=args.models_dir,
-                    registry_dir=args.registry_dir,
-                    previous_dir=args.previous_dir,
-                    force=args.force,
-                    jobs=args.jobs,
-                )
-            )
+            print(promote_from_args(model_type, run.run_id, args))
         except (PromotionError, ModelLoadError) as error:
             print(error, file=sys.stderr)
             return 1

@@ -209,6 +209,20 @@ def parse_model_type(name: str) -> ModelType:
         ) from None
 
 
+def promote_from_args(model_type: ModelType, run_id: str | None, args: argparse.Namespace) -> str:
+    """``promote`` with the folders, force and jobs of a parsed command line (shared by the CLIs)."""
+    return promote(
+        model_type,
+        run_id,
+        results_dir=args.results_dir,
+        models_dir=args.models_dir,
+        registry_dir=args.registry_dir,
+        previous_dir=args.previous_dir,
+        force=args.force,
+        jobs=args.jobs,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """``promote --model TYPE [--run ID] [--force]`` or ``rollback --model TYPE``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -226,18 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "rollback":
             print(rollback(args.model, registry_dir=args.registry_dir, previous_dir=args.previous_dir))
         else:
-            print(
-                promote(
-                    args.model,
-                    args.run,
-                    results_dir=args.results_dir,
-                    models_dir=args.models_dir,
-                    registry_dir=args.registry_dir,
-                    previous_dir=args.previous_dir,
-                    force=args.force,
-                    jobs=args.jobs,
-                )
-            )
+            print(promote_from_args(args.model, args.run, args))
     except (PromotionError, LookupError, ModelLoadError) as error:
         print(error, file=sys.stderr)
         return 1
