@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import onnxruntime
 
-from ml_production_service.features import FEATURE_NAMES, MAX_MEASUREMENT_CM, FloatArray, engineer_features
+from ml_production_service.features import FEATURE_NAMES, MAX_MEASUREMENT_CM, MIN_MEASUREMENT_CM, FloatArray, engineer_features
 from ml_production_service.predictors.base import ModelLoadError
 
 FAST_PATH_FILE = "model.onnx"
@@ -66,8 +66,9 @@ def parity_rows() -> FloatArray:
     from sklearn.datasets import load_iris
 
     rng = np.random.default_rng(PARITY_SEED)
-    # Uniform in (0, MAX]: 1 - U[0, 1) never reaches 0, so every row is one the API would accept.
-    random_rows = (1.0 - rng.random((PARITY_RANDOM_ROWS, len(FEATURE_NAMES)))) * MAX_MEASUREMENT_CM
+    # Uniform in (MIN, MAX]: 1 - U[0, 1) never reaches 0, so every row is one the API would accept.
+    span = MAX_MEASUREMENT_CM - MIN_MEASUREMENT_CM
+    random_rows = MIN_MEASUREMENT_CM + (1.0 - rng.random((PARITY_RANDOM_ROWS, len(FEATURE_NAMES)))) * span
     return np.vstack([np.asarray(load_iris().data, dtype=np.float64), random_rows])
 
 

@@ -18,6 +18,11 @@ ENGINEERED_FEATURE_NAMES: tuple[str, ...] = (
 )
 """The columns the fitted models see, after ``engineer_features``."""
 
+MIN_MEASUREMENT_CM = 0.01
+"""Smallest accepted measurement (0.1 mm, a tenth of the data's resolution). A floor, not just ``> 0``: it keeps
+every engineered feature finite in float32 (ratios and areas stay within [1e-4, 1e4]), where ``5e-324`` would make
+a ratio overflow to infinity."""
+
 MAX_MEASUREMENT_CM = 100.0
 """Largest accepted measurement; iris flowers measure under 8 cm, so anything past this is an error."""
 
@@ -27,7 +32,8 @@ FloatArray = npt.NDArray[np.float64]
 def engineer_features(raw: npt.ArrayLike) -> FloatArray:
     """Map raw rows ``[n, 4]`` to model inputs ``[n, 8]``: the raw values, areas and aspect ratios.
 
-    Inputs must be finite and positive (the API guarantees it), so the ratios are always defined.
+    Inputs must be finite and within [``MIN_MEASUREMENT_CM``, ``MAX_MEASUREMENT_CM``] (the API guarantees it), so
+    the ratios are always defined and every output is finite, in float64 and in float32.
     """
     x = np.asarray(raw, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != len(FEATURE_NAMES):

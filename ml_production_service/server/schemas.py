@@ -1,4 +1,4 @@
-"""Request and response models; requests forbid unknown fields and accept only finite, positive numbers."""
+"""Request and response models; requests forbid unknown fields and accept only finite numbers within the measurement range."""
 
 from __future__ import annotations
 
@@ -8,16 +8,18 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.config import JsonDict
 
-from ml_production_service.features import FEATURE_NAMES, MAX_MEASUREMENT_CM, FloatArray
+from ml_production_service.features import FEATURE_NAMES, MAX_MEASUREMENT_CM, MIN_MEASUREMENT_CM, FloatArray
 
 Centimetres = Annotated[
     float,
     Field(
         strict=True,
-        gt=0,
+        ge=MIN_MEASUREMENT_CM,
         le=MAX_MEASUREMENT_CM,
         allow_inf_nan=False,
-        description=f"A measurement in centimetres: a finite number, > 0 and <= {MAX_MEASUREMENT_CM:g}.",
+        description=(
+            f"A measurement in centimetres: a finite number, >= {MIN_MEASUREMENT_CM:g} and <= {MAX_MEASUREMENT_CM:g}."
+        ),
     ),
 ]
 

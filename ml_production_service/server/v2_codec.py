@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ml_production_service.features import FEATURE_NAMES, MAX_MEASUREMENT_CM, FloatArray
+from ml_production_service.features import FEATURE_NAMES, MAX_MEASUREMENT_CM, MIN_MEASUREMENT_CM, FloatArray
 from ml_production_service.server.errors import ApiError, details_from
 
 BINARY_HEADER = "inference-header-content-length"
@@ -121,13 +121,13 @@ def _json_values(tensor: RequestInput) -> FloatArray:
 
 
 def _check_range(name: str, rows: FloatArray) -> None:
-    valid = np.isfinite(rows) & (rows > 0) & (rows <= MAX_MEASUREMENT_CM)
+    valid = np.isfinite(rows) & (rows >= MIN_MEASUREMENT_CM) & (rows <= MAX_MEASUREMENT_CM)
     if not valid.all():
         row, column = (int(i) for i in np.argwhere(~valid)[0])
         raise v2_error(
             400,
             f"input '{name}' row {row} {FEATURE_NAMES[column]}={rows[row, column]!r}: "
-            f"every value must be finite, > 0 and <= {MAX_MEASUREMENT_CM:g}",
+            f"every value must be finite, >= {MIN_MEASUREMENT_CM:g} and <= {MAX_MEASUREMENT_CM:g}",
             f"inputs[0].data[{row}][{column}]",
             "range",
         )

@@ -77,7 +77,7 @@ def test_one_bad_row_rejects_the_batch_naming_index_and_field(client: TestClient
     assert response.status_code == 422
     detail = response.json()["details"][0]
     assert detail["field"] == "instances[2].petal_width"
-    assert detail["rule"] == "greater_than"
+    assert detail["rule"] == "greater_than_equal"
 
 
 def test_empty_batch_is_rejected(client: TestClient) -> None:
