@@ -93,6 +93,25 @@ class ServiceConfig(BaseSettings):
     graceful_timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
     """Seconds in-flight requests get to finish after SIGTERM."""
 
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 16 * 1024
+    """Largest request line plus headers; a larger request is answered 431 and its connection closed."""
+
+    header_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    """Seconds a connection may take to send a request's line and headers (slow-header clients are cut)."""
+
+    body_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    """Seconds a request may take to send its whole body; slower (or a body shorter than declared) is 408."""
+
+    keep_alive_timeout_s: Annotated[float, Field(gt=0, le=600)] = 5.0
+    """Seconds an idle keep-alive connection is kept open between requests."""
+
+    max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    """Open connections one worker accepts; past it a new connection is answered 503 and closed."""
+
+    docs_enabled: bool = True
+    """Serve the interactive docs at ``/docs`` (Swagger UI, its assets served locally); the schema stays at
+    ``/openapi.json`` either way."""
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_case_level(cls, value: object) -> object:

@@ -20,6 +20,7 @@ from ml_production_service.factory import get_predictor
 from ml_production_service.logging import configure_logging, get_logger
 from ml_production_service.server.deps import ServedModel
 from ml_production_service.server.errors import ApiError, details_from, error_response
+from ml_production_service.server.lifecycle import SHUTDOWN
 from ml_production_service.server.metrics import observe_model
 from ml_production_service.server.middleware import RequestContextMiddleware
 from ml_production_service.server.routes import health, metrics, model, predict, v2
@@ -66,6 +67,7 @@ EXCEPTION_HANDLERS = {
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load the configured predictor once, warm it, decide inline vs thread, then serve."""
     config: ServiceConfig = app.state.config
+    SHUTDOWN.reset()
     started = time.perf_counter()
     predictor = get_predictor(config)
     load_seconds = time.perf_counter() - started

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from ml_production_service import __version__
+from ml_production_service.server.lifecycle import SHUTDOWN
 from ml_production_service.server.schemas import HealthResponse
 
 router = APIRouter(tags=["health"])
@@ -17,7 +18,7 @@ STATUS: dict[int | str, dict[str, Any]] = {200: {"model": HealthResponse}, 503: 
 def _health(request: Request) -> JSONResponse:
     state = request.app.state
     served = getattr(state, "served", None)
-    ready = served is not None and bool(getattr(state, "ready", False))
+    ready = served is not None and bool(getattr(state, "ready", False)) and not SHUTDOWN.draining
     body = HealthResponse(
         status="healthy" if ready else "unhealthy",
         ready=ready,
