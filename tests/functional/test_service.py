@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from ml_production_service import __version__
 from ml_production_service.configs import ModelType
+from ml_production_service.features import MIN_MEASUREMENT_CM
 from ml_production_service.server.deps import ServedModel
 from tests.functional.conftest import SETOSA, make_client
 
@@ -67,7 +68,7 @@ def test_openapi_documents_bodies_with_examples(client: TestClient) -> None:
     features = schema["components"]["schemas"]["IrisFeatures"]
     assert features["examples"][0]["sepal_length"] == 5.1
     assert features["additionalProperties"] is False
-    assert features["properties"]["petal_width"]["exclusiveMinimum"] == 0
+    assert features["properties"]["petal_width"]["minimum"] == MIN_MEASUREMENT_CM
     assert "BatchRequest" in schema["components"]["schemas"]
     assert client.get("/openapi.json").json() == schema
     assert client.get("/docs").status_code == 200
