@@ -19,7 +19,7 @@ from ml_production_service.configs import ServiceConfig, get_config
 from ml_production_service.factory import get_predictor
 from ml_production_service.logging import configure_logging, get_logger
 from ml_production_service.server.deps import ServedModel
-from ml_production_service.server.errors import ApiError, details_from, error_response
+from ml_production_service.server.errors import ApiError, details_from, error_response, summary
 from ml_production_service.server.lifecycle import SHUTDOWN
 from ml_production_service.server.metrics import observe_model
 from ml_production_service.server.middleware import RequestContextMiddleware
@@ -49,10 +49,17 @@ async def _http_error(request: Request, error: Exception) -> Response:
 
 async def _validation_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
-    details = details_from(list(error.errors()))
-    summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
+    errors = list(error.errors())
+    details = details_from(errors)
     return error_response(
-        ApiError(422, "validation_error", f"request validation failed: {summary}", details), _request_id(request)
+        ApiError(
+            422,
+            "validation_error",
+            f"request validation failed: {summary(details, len(errors))}",
+            details,
+            total_details=len(errors),
+        ),
+        _request_id(request),
     )
 
 
@@ -74,9 +81,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     warm_row = IrisFeatures.model_validate(SETOSA_EXAMPLE).to_row()
     warmup_us = predictor.warm_up(warm_row)
     inline = warmup_us <= config.inline_predict_max_us
-    app.state.served = ServedModel(
-        predictor=predictor, inline=inline, warmup_us=warmup_us, max_batch_size=config.max_batch_size
-    )
+    app.state.served = ServedModel.build(predictor, inline, warmup_us, config.max_batch_size)
     app.state.model_info.update(model_type=predictor.model_type, model_version=predictor.version)
     observe_model(predictor.model_type, predictor.version, predictor.manifest.sha256, load_seconds)
     app.state.ready = True

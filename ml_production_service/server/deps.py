@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ml_production_service.predictors.base import BasePredictor
 from ml_production_service.server.errors import ApiError
+from ml_production_service.server.schemas import BatchRequest, batch_request_model
 
 T = TypeVar("T")
 
@@ -25,6 +26,12 @@ class ServedModel:
     inline: bool
     warmup_us: float
     max_batch_size: int
+    batch_model: type[BatchRequest]
+
+    @classmethod
+    def build(cls, predictor: BasePredictor, inline: bool, warmup_us: float, max_batch_size: int) -> ServedModel:
+        """The served model with the batch request type its batch limit implies."""
+        return cls(predictor, inline, warmup_us, max_batch_size, batch_request_model(max_batch_size))
 
     async def run(self, function: Callable[..., T], *args: object) -> tuple[T, float]:
         """Call ``function(*args)`` without holding up the event loop; return its result and seconds spent."""

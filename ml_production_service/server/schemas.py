@@ -1,11 +1,12 @@
-"""Request and response models; requests forbid unknown fields and accept only finite numbers within the measurement range."""
+"""Request and response models; requests forbid unknown fields and accept only finite, in-range measurements."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.config import JsonDict
 
 from ml_production_service.features import FEATURE_NAMES, MAX_MEASUREMENT_CM, MIN_MEASUREMENT_CM, FloatArray
@@ -56,6 +57,27 @@ class BatchRequest(BaseModel):
         return np.array([[getattr(r, name) for name in FEATURE_NAMES] for r in self.instances], dtype=np.float64)
 
 
+@lru_cache(maxsize=8)
+def batch_request_model(max_rows: int) -> type[BatchRequest]:
+    """``BatchRequest`` with at most ``max_rows`` instances: the count is checked before any row is validated."""
+    return create_model(
+        "BatchRequest",
+        __base__=BatchRequest,
+        __doc__=BatchRequest.__doc__,
+        instances=(list[IrisFeatures], Field(min_length=1, max_length=max_rows)),
+    )
+
+
+FIELDS_PER_ROW = len(FEATURE_NAMES)
+FIELD_SLACK = 64
+"""Unknown fields an invalid body may carry and still get per-field errors; past it, one ``max_fields`` error."""
+
+
+def max_fields(rows: int) -> int:
+    """The most ``:`` a body of ``rows`` rows may hold before it is refused unread (see ``body.read_json``)."""
+    return rows * FIELDS_PER_ROW + FIELD_SLACK
+
+
 class PredictResponse(BaseModel):
     """One prediction: the label, every class probability, and which model answered."""
 
@@ -98,8 +120,11 @@ class ErrorResponse(BaseModel):
 
     error: str = Field(examples=["request validation failed: petal_length: Input should be greater than 0"])
     code: str = Field(examples=["validation_error"])
-    details: list[ErrorDetail] = Field(default_factory=list)
+    details: list[ErrorDetail] = Field(default_factory=list, max_length=10)
     request_id: str | None = None
+    details_omitted: int | None = Field(
+        default=None, ge=1, description="Present when more details than the ten listed were found: how many more."
+    )
 
 
 class HealthResponse(BaseModel):

@@ -108,7 +108,7 @@ def test_threaded_prediction_leaves_the_loop_free() -> None:
     """While a slow prediction runs in a thread, other coroutines keep running."""
     with make_client() as client:
         predictor = client.app.state.served.predictor  # type: ignore[attr-defined]
-    served = ServedModel(predictor=predictor, inline=False, warmup_us=0.0, max_batch_size=1)
+    served = ServedModel.build(predictor, inline=False, warmup_us=0.0, max_batch_size=1)
     ticks = 0
 
     async def ticker() -> None:

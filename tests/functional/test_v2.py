@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 import tritonclient.http as triton
 from fastapi.testclient import TestClient
@@ -142,8 +143,30 @@ def _request(rows: list[list[float]] | None = None, **overrides: object) -> dict
     [
         pytest.param(_request(datatype="INT32"), "expected FP32 or FP64", id="datatype"),
         pytest.param(_request(shape=[1, 3]), "expected [N, 4]", id="shape"),
-        pytest.param(_request(shape=[2, 4]), "has 4 values; shape [2, 4] needs 8", id="count"),
-        pytest.param(_request(data=["a", "b", "c", "d"]), "must be numbers", id="strings"),
+        pytest.param(_request(shape=[2, 4]), "data must be 8 numbers, flat or as 2 rows of 4", id="count"),
+        pytest.param(
+            _request(data=["a", "b", "c", "d"]), "value 0 is 'a': every value must be a JSON number", id="strings"
+        ),
+        pytest.param(_request(data=[5.1, "3.5", 1.4, 0.2]), "value 1 is '3.5'", id="numeric-string"),
+        pytest.param(_request(data=[5.1, True, 1.4, 0.2]), "value 1 is True", id="boolean"),
+        pytest.param(_request(data=[[5.1, 3.5], [1.4, 0.2]]), "data must be 4 numbers", id="ragged"),
+        pytest.param(_request(data=[5.1, 3.5, 1.4, 10**400]), "too large", id="huge-integer"),
+        pytest.param(_request(data=None), "data must be 4 numbers", id="no-data"),
+        pytest.param(_request(shape=["1", 4]), "shape[0]: Input should be a valid integer", id="string-shape"),
+        pytest.param(_request(shape=[True, 4]), "shape[0]: Input should be a valid integer", id="boolean-shape"),
+        pytest.param(_request(shape=[1] * 9), "shape: List should have at most 8 items", id="long-shape"),
+        pytest.param(_request(datatype="FP64" * 100), "datatype: String should have at most 256", id="long-datatype"),
+        pytest.param({**_request(), "id": "i" * 257}, "id: String should have at most 256", id="long-id"),
+        pytest.param(
+            {**_request(), "outputs": [{"name": "predict"}, {"name": "predict"}]}, "asked for twice", id="repeated"
+        ),
+        pytest.param(
+            {**_request(), "outputs": [{"name": "predict"}] * 10_000}, "outputs: List should have at most 2", id="many"
+        ),
+        pytest.param(
+            {**_request(), "parameters": {"binary_data_output": "yes"}}, "must be true or false", id="flag-type"
+        ),
+        pytest.param(_request(parameters={"binary_data_size": True}), "True binary bytes declared", id="size-type"),
         pytest.param(_request([[5.1, 3.5, 1.4, 0]]), "row 0 petal_width", id="zero"),
         pytest.param(_request([[5.1, 1e9, 1.4, 0.2]]), "row 0 sepal_width", id="huge"),
         pytest.param({"inputs": []}, "exactly one input", id="no-inputs"),
@@ -199,3 +222,55 @@ def test_readme_tritonclient_example_runs(capsys: pytest.CaptureFixture[str]) ->
     with running_server() as running:
         exec(snippet.replace("localhost:8000", running.url.removeprefix("http://")), {})  # noqa: S102
     assert "['setosa', 'virginica']" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [
+        pytest.param({"content-type": "text/plain"}, 415, "unsupported_media_type", id="text-plain"),
+        pytest.param({"content-type": "application/octet-stream"}, 415, "unsupported_media_type", id="octet-no-binary"),
+        pytest.param({"content-type": "application/json"}, 200, None, id="json"),
+        pytest.param({}, 200, None, id="none-as-tritonclient-sends"),
+        pytest.param(
+            {"Inference-Header-Content-Length": "\u00b2".encode()}, 400, "v2_error", id="unicode-digit-length"
+        ),
+        pytest.param({"Inference-Header-Content-Length": "9" * 5000}, 400, "v2_error", id="5000-digit-length"),
+        pytest.param({"Inference-Header-Content-Length": "-1"}, 400, "v2_error", id="negative-length"),
+    ],
+)
+def test_v2_content_type_and_binary_header_are_checked(
+    http: TestClient, headers: dict[str, str | bytes], status: int, code: str | None
+) -> None:
+    """V2 takes JSON (or no Content-Type, as tritonclient sends); a bad binary-header length is a 400, never 500."""
+    response = http.post("/v2/models/decision_tree/infer", content=orjson.dumps(_request()), headers=headers)
+    assert response.status_code == status, response.text
+    if code is not None:
+        assert response.json()["code"] == code
+
+
+def test_v2_binary_request_accepts_octet_stream_and_refuses_stray_bytes(http: TestClient) -> None:
+    """With the binary extension, application/octet-stream is fine; binary bytes no input declared are a 400."""
+    header = b'{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","parameters":{"binary_data_size":16}}]}'
+    rows = np.array([[0.01, 100, 0.01, 100]], dtype=np.float32).tobytes()  # float32(0.01) < 0.01 is still in range
+    headers = {"Inference-Header-Content-Length": str(len(header)), "content-type": "application/octet-stream"}
+    ok = http.post("/v2/models/decision_tree/infer", content=header + rows, headers=headers)
+    assert ok.status_code == 200, ok.text
+    stray = orjson.dumps(_request())
+    response = http.post(
+        "/v2/models/decision_tree/infer",
+        content=stray + b"\0" * 16,
+        headers={"Inference-Header-Content-Length": str(len(stray))},
+    )
+    assert response.status_code == 400
+    assert "no input declares binary_data_size" in response.json()["error"]
+
+
+def test_v2_answer_echoes_a_bounded_id_and_only_declared_outputs(http: TestClient) -> None:
+    """The id comes back as sent (it is at most 256 characters), and only the outputs asked for, once each."""
+    response = http.post(
+        "/v2/models/decision_tree/infer", json={**_request(), "id": "i" * 256, "outputs": [{"name": "predict"}]}
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["id"] == "i" * 256
+    assert [o["name"] for o in body["outputs"]] == ["predict"]

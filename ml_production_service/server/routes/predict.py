@@ -19,10 +19,12 @@ from ml_production_service.server.schemas import (
     ErrorResponse,
     IrisFeatures,
     PredictResponse,
+    max_fields,
 )
 
 router = APIRouter(tags=["predict"])
 
+SINGLE_ROW_FIELDS = max_fields(1)
 ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for status in (400, 413, 415, 422, 503)}
 
 
@@ -48,7 +50,7 @@ async def predict(
     explain: Annotated[bool, Query(description="Add the reason for the prediction.")] = False,
 ) -> Response:
     """Classify one flower from its four measurements in centimetres."""
-    row = (await read_json(request, IrisFeatures)).to_row()
+    row = (await read_json(request, IrisFeatures, SINGLE_ROW_FIELDS)).to_row()
     predictor = model.predictor
     prediction, seconds = await model.run(predictor.predict_one, row)
     observe_predictions(predictor.model_type, predictor.version, (prediction.label,))
@@ -71,14 +73,19 @@ async def predict(
 )
 async def predict_batch(request: Request, model: ModelDep) -> Response:
     """Classify up to ``MPS_MAX_BATCH_SIZE`` flowers; one invalid row rejects the batch."""
-    batch = await read_json(request, BatchRequest)
-    if len(batch.instances) > model.max_batch_size:
-        raise ApiError(
-            413,
-            "batch_too_large",
-            f"batch has {len(batch.instances)} rows, the limit is {model.max_batch_size} (MPS_MAX_BATCH_SIZE)",
-            [{"field": "instances", "rule": "max_length", "message": f"at most {model.max_batch_size} rows"}],
-        )
+    limit = model.max_batch_size
+    try:
+        # The row count is checked before any row is validated (the model's max_length).
+        batch = await read_json(request, model.batch_model, max_fields(limit))
+    except ApiError as error:
+        if error.details and error.details[0]["field"] == "instances" and error.details[0]["rule"] == "too_long":
+            raise ApiError(
+                413,
+                "batch_too_large",
+                f"batch has more than {limit} rows, the limit (MPS_MAX_BATCH_SIZE)",
+                [{"field": "instances", "rule": "max_length", "message": f"at most {limit} rows"}],
+            ) from None
+        raise
     predictor = model.predictor
     predictions, seconds = await model.run(predictor.predict_many, batch.to_rows())
     observe_predictions(predictor.model_type, predictor.version, (p.label for p in predictions))

@@ -14,6 +14,7 @@ from ml_production_service.server.deps import ModelDep, ServedModel, get_served_
 from ml_production_service.server.metrics import observe_predictions
 from ml_production_service.server.v2_codec import (
     BINARY_HEADER,
+    check_content_type,
     encode_response,
     input_rows,
     parse_request,
@@ -43,7 +44,9 @@ def _check_model(model: ServedModel, name: str, version: str | None = None) -> N
 async def infer(request: Request, model: ModelDep, name: str, version: str | None = None) -> Response:
     """Classify an FP32/FP64 tensor [N, 4]; outputs ``predict`` (INT64 [N]) and ``predict_proba`` (FP64 [N, C])."""
     _check_model(model, name, version)
-    inference, binary = parse_request(await request.body(), request.headers.get(BINARY_HEADER))
+    header_length = request.headers.get(BINARY_HEADER)
+    check_content_type(request.headers.get("content-type", ""), header_length is not None)
+    inference, binary = parse_request(await request.body(), header_length)
     rows = input_rows(inference, binary, model.max_batch_size)
     wanted = requested_outputs(inference)
     probabilities, seconds = await model.run(model.predictor.predict_proba, rows)
