@@ -18,6 +18,7 @@ from ml_production_service import __version__
 from ml_production_service.configs import ServiceConfig, get_config
 from ml_production_service.factory import get_predictor
 from ml_production_service.logging import configure_logging, get_logger
+from ml_production_service.server import docs
 from ml_production_service.server.deps import ServedModel
 from ml_production_service.server.errors import ApiError, details_from, error_response, summary
 from ml_production_service.server.lifecycle import SHUTDOWN
@@ -125,12 +126,21 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         # Metrics are Prometheus, logs structlog; FastAPI's OpenTelemetry hooks would only cost a check per request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        docs_url=None,  # FastAPI's pages load Swagger UI and ReDoc from a CDN: see server/docs.py
+        redoc_url=None,
     )
     app.state.config = config
     app.state.ready = False
     app.state.model_info = {"model_type": config.model_type.value, "model_version": None}
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=config.max_body_bytes, model_info=app.state.model_info)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=config.max_body_bytes,
+        body_timeout_s=config.body_timeout_s,
+        model_info=app.state.model_info,
+    )
     for router in (predict.router, v2.router, health.router, model.router, metrics.router):  # hot routes first
         app.include_router(router)
+    if config.docs_enabled:
+        docs.add_docs(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

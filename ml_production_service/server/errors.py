@@ -51,6 +51,7 @@ class BodyTooLarge(ApiError):
             "body_too_large",
             f"request body exceeds the limit of {limit} bytes (MPS_MAX_BODY_BYTES)",
             [{"field": "body", "rule": "max_bytes", "message": f"at most {limit} bytes"}],
+            headers={"connection": "close"},  # the rest of the body is not read: the connection cannot be reused
         )
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 from collections import Counter as Tally
 from collections.abc import Iterable
+from contextlib import suppress
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -21,7 +23,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -77,9 +79,37 @@ def observe_model(model_type: str, model_version: str, sha256: str | None, load_
     MODEL_INFO.labels(model_type, model_version, sha256 or "none").set(1)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - alive, owned by another user
+        return True
+    return True
+
+
+def forget_dead_workers(folder: str) -> list[int]:
+    """Drop the live gauges (requests in flight) of workers that died without cleaning up (``kill -9``, OOM).
+
+    Counters and histograms of a dead worker are kept: they must never go down. Returns the pids forgotten.
+    """
+    dead = []
+    for path in Path(folder).glob("gauge_live*_*.db"):
+        pid_text = path.stem.rpartition("_")[2]
+        if pid_text.isascii() and pid_text.isdigit() and not _pid_alive(int(pid_text)):
+            dead.append(int(pid_text))
+    for pid in sorted(set(dead)):
+        with suppress(FileNotFoundError):  # another worker's scrape removed it first
+            mark_process_dead(pid, folder)  # type: ignore[no-untyped-call]
+    return sorted(set(dead))
+
+
 def render() -> tuple[bytes, str]:
     """The exposition text for a scrape: this process's metrics, or every worker's in multiprocess mode."""
-    if os.environ.get(MULTIPROCESS_ENV):
+    folder = os.environ.get(MULTIPROCESS_ENV)
+    if folder:
+        forget_dead_workers(folder)
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,20 +1,26 @@
-"""Pure ASGI middleware: request ids, the body size limit, one canonical log line per request."""
+"""Pure ASGI middleware: request ids, the body size limit and deadline, one canonical log line per request."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import time
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ml_production_service.logging import get_logger
 from ml_production_service.server.errors import JSON, ApiError, BodyTooLarge, error_body
+from ml_production_service.server.lifecycle import SHUTDOWN
 from ml_production_service.server.metrics import IN_FLIGHT, observe_request
 
 REQUEST_ID_HEADER = b"x-request-id"
+CLIENT_CLOSED_REQUEST = 499
+"""nginx's status for a client that went away before its answer; counted and logged apart from server errors."""
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+_CONTENT_LENGTH = re.compile(rb"[0-9]{1,19}")
 logger = get_logger("ml_production_service.access")
 
 
@@ -26,19 +32,44 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
     return secrets.token_hex(16)
 
 
-def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+def content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The declared body length; ``None`` when absent or not a plain number (the server's parser judges those)."""
     for name, value in headers:
         if name == b"content-length":
-            return int(value) if value.isdigit() else None
+            return int(value) if _CONTENT_LENGTH.fullmatch(value) else None
     return None
 
 
-class RequestContextMiddleware:
-    """Tags each request with an id, enforces the body limit, and logs one line when it ends."""
+class BodyTimeout(ApiError):
+    """The body did not arrive in full within ``MPS_BODY_TIMEOUT_S`` (a slow client, or fewer bytes than declared)."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, model_info: dict[str, str]) -> None:
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            408,
+            "body_timeout",
+            f"request body not received in full within {seconds:g} s (MPS_BODY_TIMEOUT_S)",
+            [{"field": "body", "rule": "timeout", "message": f"within {seconds:g} s"}],
+            headers={"connection": "close"},
+        )
+
+
+SHUTDOWN_TIMEOUT = ApiError(
+    503,
+    "shutdown_timeout",
+    "the server stopped before this request finished (MPS_GRACEFUL_TIMEOUT_S); retry it",
+    headers={"connection": "close", "retry-after": "1"},
+)
+
+
+class RequestContextMiddleware:
+    """Tags each request with an id, bounds its body in size and time, and logs one line when it ends."""
+
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, body_timeout_s: float, model_info: dict[str, str | None]
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
         self.model_info = model_info
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -61,24 +92,51 @@ class RequestContextMiddleware:
             await send(message)
 
         limit = self.max_body_bytes
+        timeout_s = self.body_timeout_s
+        deadline = asyncio.get_running_loop().time() + timeout_s
         received = 0
+        body_done = False
 
         async def receive_limited() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimeout(timeout_s) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise BodyTooLarge(limit)
+                body_done = not message.get("more_body", False)
             return message
 
         IN_FLIGHT.inc()
         try:
-            declared = _content_length(headers)
+            declared = content_length(headers)
             if declared is not None and declared > limit:
                 await self._send_error(send_with_id, BodyTooLarge(limit), request_id)
+            elif scope["method"] == "HEAD":
+                # HEAD is GET without the body (RFC 9110): the app sees GET; the server, which keeps the original
+                # scope, sends the headers only. The OpenAPI schema lists GET alone.
+                inner = {**scope, "method": "GET"}
+                try:
+                    await self.app(inner, receive_limited, send_with_id)
+                finally:
+                    scope["route"] = inner.get("route")  # the route template labels the metrics
             else:
                 await self.app(scope, receive_limited, send_with_id)
+        except ClientDisconnect:
+            status = CLIENT_CLOSED_REQUEST  # the client left mid-upload: not a server error, and nobody to answer
+        except asyncio.CancelledError:
+            # uvicorn cancels what is still running when MPS_GRACEFUL_TIMEOUT_S runs out after SIGTERM: answer
+            # in the JSON shape if nothing was sent yet. Any other cancellation is not ours to swallow.
+            if not SHUTDOWN.draining:
+                raise
+            if not response_started:
+                await self._send_error(send_with_id, SHUTDOWN_TIMEOUT, request_id)
         except Exception:
             logger.exception("unhandled_error", request_id=request_id, path=scope["path"])
             if not response_started:
@@ -92,6 +150,7 @@ class RequestContextMiddleware:
     async def _send_error(send: Send, error: ApiError, request_id: str) -> None:
         body = error_body(error, request_id)
         headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
+        headers += [(name.encode(), value.encode()) for name, value in (error.headers or {}).items()]
         await send({"type": "http.response.start", "status": error.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -103,12 +162,14 @@ class RequestContextMiddleware:
         fields: dict[str, Any] = {
             "request_id": request_id,
             "method": scope["method"],
-            "path": scope["path"],
+            "path": scope["path"][:256],
             "status": status,
             "latency_ms": round(seconds * 1000, 3),
             **self.model_info,
         }
         if status >= 500:
             logger.error("request", **fields)
+        elif status == CLIENT_CLOSED_REQUEST:
+            logger.info("request_aborted", **fields)
         else:
             logger.info("request", **fields)
