@@ -24,6 +24,7 @@ from ml_production_service.server.errors import ApiError, details_from, error_re
 from ml_production_service.server.lifecycle import SHUTDOWN
 from ml_production_service.server.metrics import observe_model
 from ml_production_service.server.middleware import RequestContextMiddleware
+from ml_production_service.server.openapi import INFERENCE_REQUEST, pin_path_values
 from ml_production_service.server.routes import health, metrics, model, predict, v2
 from ml_production_service.server.schemas import SETOSA_EXAMPLE, BatchRequest, IrisFeatures
 
@@ -109,7 +110,13 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         _, definitions = models_json_schema(
             [(body, "validation") for body in DOCUMENTED_BODIES], ref_template="#/components/schemas/{model}"
         )
-        schema.setdefault("components", {}).setdefault("schemas", {}).update(definitions.get("$defs", {}))
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(definitions.get("$defs", {}))
+        components["InferenceRequest"] = INFERENCE_REQUEST
+        served: ServedModel | None = getattr(app.state, "served", None)
+        if served is None:
+            return schema  # before the model is loaded: no path values to pin yet, and nothing cached
+        pin_path_values(schema, served.predictor.model_type, served.predictor.version)
         app.openapi_schema = schema
     return app.openapi_schema
 

@@ -1,7 +1,7 @@
 """The Open Inference Protocol (V2) wire format: JSON tensors and the binary tensor data extension.
 
 As strict as ``/predict``: measurements are JSON numbers (no strings, no booleans), in range; shapes are integers;
-counts are checked before any per-value work; the answer holds only the declared outputs, each at most once.
+counts are checked before any per-value work; unknown keys are refused; at most two outputs are answered.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ Name = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
 class RequestInput(BaseModel):
     """One input tensor of an inference request."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
     name: Name
     shape: Annotated[list[StrictInt], Field(max_length=8)]
@@ -47,7 +47,7 @@ class RequestInput(BaseModel):
 class RequestOutput(BaseModel):
     """One output the client asks for."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
     name: Name
     parameters: dict[str, Any] | None = None
@@ -56,7 +56,7 @@ class RequestOutput(BaseModel):
 class InferenceRequest(BaseModel):
     """A V2 inference request (the JSON part)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
     id: Name | None = None
     parameters: dict[str, Any] | None = None
@@ -198,8 +198,6 @@ def requested_outputs(request: InferenceRequest) -> list[tuple[str, bool]]:
             raise v2_error(
                 400, f"unknown output '{echo(output.name)}'; this model has {list(OUTPUT_DTYPES)}", "outputs"
             )
-        if any(name == output.name for name, _ in wanted):
-            raise v2_error(400, f"output '{output.name}' is asked for twice", f"outputs[{index}]", "unique")
         binary = _flag(output.parameters, "binary_data", default_binary, f"outputs[{index}].parameters")
         wanted.append((output.name, binary))
     return wanted

@@ -158,9 +158,6 @@ def _request(rows: list[list[float]] | None = None, **overrides: object) -> dict
         pytest.param(_request(datatype="FP64" * 100), "datatype: String should have at most 256", id="long-datatype"),
         pytest.param({**_request(), "id": "i" * 257}, "id: String should have at most 256", id="long-id"),
         pytest.param(
-            {**_request(), "outputs": [{"name": "predict"}, {"name": "predict"}]}, "asked for twice", id="repeated"
-        ),
-        pytest.param(
             {**_request(), "outputs": [{"name": "predict"}] * 10_000}, "outputs: List should have at most 2", id="many"
         ),
         pytest.param(
@@ -168,6 +165,8 @@ def _request(rows: list[list[float]] | None = None, **overrides: object) -> dict
         ),
         pytest.param(_request(parameters={"binary_data_size": True}), "True binary bytes declared", id="size-type"),
         pytest.param(_request([[5.1, 3.5, 1.4, 0]]), "row 0 petal_width", id="zero"),
+        pytest.param({**_request(), "priority": 1}, "priority: Extra inputs are not permitted", id="unknown-key"),
+        pytest.param(_request(dims=[1]), "dims: Extra inputs are not permitted", id="unknown-tensor-key"),
         pytest.param(_request([[5.1, 1e9, 1.4, 0.2]]), "row 0 sepal_width", id="huge"),
         pytest.param({"inputs": []}, "exactly one input", id="no-inputs"),
         pytest.param({"outputs": []}, "inputs: Field required", id="missing-inputs"),

@@ -9,9 +9,10 @@ from fastapi.responses import JSONResponse
 
 from ml_production_service import __version__
 from ml_production_service.server.lifecycle import SHUTDOWN
+from ml_production_service.server.openapi import ANY_ROUTE
 from ml_production_service.server.schemas import HealthResponse
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], responses=ANY_ROUTE)
 STATUS: dict[int | str, dict[str, Any]] = {200: {"model": HealthResponse}, 503: {"model": HealthResponse}}
 
 

@@ -7,8 +7,9 @@ from typing import Any
 from fastapi import APIRouter
 
 from ml_production_service.server.deps import ModelDep
+from ml_production_service.server.openapi import ANY_ROUTE, MODEL_ROUTE
 
-router = APIRouter(tags=["model"])
+router = APIRouter(tags=["model"], responses={**ANY_ROUTE, **MODEL_ROUTE})
 
 
 @router.get("/model")

@@ -13,10 +13,10 @@ from ml_production_service.server.body import read_json
 from ml_production_service.server.deps import ModelDep
 from ml_production_service.server.errors import JSON, ApiError
 from ml_production_service.server.metrics import observe_predictions
+from ml_production_service.server.openapi import ANY_ROUTE, BODY_ROUTE, MODEL_ROUTE
 from ml_production_service.server.schemas import (
     BatchRequest,
     BatchResponse,
-    ErrorResponse,
     IrisFeatures,
     PredictResponse,
     max_fields,
@@ -25,7 +25,7 @@ from ml_production_service.server.schemas import (
 router = APIRouter(tags=["predict"])
 
 SINGLE_ROW_FIELDS = max_fields(1)
-ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for status in (400, 413, 415, 422, 503)}
+ERRORS = {**ANY_ROUTE, **BODY_ROUTE, **MODEL_ROUTE}
 
 
 def _body(schema: str) -> dict[str, Any]:

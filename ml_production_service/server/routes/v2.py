@@ -12,6 +12,7 @@ from ml_production_service import __version__
 from ml_production_service.features import FEATURE_NAMES
 from ml_production_service.server.deps import ModelDep, ServedModel, get_served_model
 from ml_production_service.server.metrics import observe_predictions
+from ml_production_service.server.openapi import ANY_ROUTE, BODY_ROUTE, INFER_ANSWER, INFER_BODY, MODEL_ROUTE, errors
 from ml_production_service.server.v2_codec import (
     BINARY_HEADER,
     check_content_type,
@@ -22,7 +23,8 @@ from ml_production_service.server.v2_codec import (
     v2_error,
 )
 
-router = APIRouter(prefix="/v2", tags=["v2"])
+router = APIRouter(prefix="/v2", tags=["v2"], responses=ANY_ROUTE)
+MODEL_ERRORS = {**MODEL_ROUTE, **errors(404)}
 SERVER_NAME = "ml-production-service"
 
 
@@ -38,11 +40,24 @@ def _check_model(model: ServedModel, name: str, version: str | None = None) -> N
         )
 
 
-# Routes match in order: infer, the hot path, comes first.
-@router.post("/models/{name}/infer")
-@router.post("/models/{name}/versions/{version}/infer")
-async def infer(request: Request, model: ModelDep, name: str, version: str | None = None) -> Response:
+# Routes match in order: infer, the hot path, comes first. Each path form has its own function, so that the
+# unversioned one takes no stray ``?version=`` query parameter.
+INFER_RESPONSES: dict[int | str, dict[str, Any]] = {200: INFER_ANSWER, **MODEL_ERRORS, **BODY_ROUTE}
+
+
+@router.post("/models/{name}/infer", responses=INFER_RESPONSES, openapi_extra=INFER_BODY)
+async def infer(request: Request, model: ModelDep, name: str) -> Response:
     """Classify an FP32/FP64 tensor [N, 4]; outputs ``predict`` (INT64 [N]) and ``predict_proba`` (FP64 [N, C])."""
+    return await _infer(request, model, name, None)
+
+
+@router.post("/models/{name}/versions/{version}/infer", responses=INFER_RESPONSES, openapi_extra=INFER_BODY)
+async def infer_version(request: Request, model: ModelDep, name: str, version: str) -> Response:
+    """``infer`` for the named version (the manifest's)."""
+    return await _infer(request, model, name, version)
+
+
+async def _infer(request: Request, model: ServedModel, name: str, version: str | None) -> Response:
     _check_model(model, name, version)
     header_length = request.headers.get(BINARY_HEADER)
     check_content_type(request.headers.get("content-type", ""), header_length is not None)
@@ -74,16 +89,25 @@ async def server_live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready", dependencies=[Depends(get_served_model)])
+@router.get("/health/ready", dependencies=[Depends(get_served_model)], responses=MODEL_ROUTE)
 async def server_ready() -> dict[str, bool]:
     """The server is ready: its model is loaded (503 before)."""
     return {"ready": True}
 
 
-@router.get("/models/{name}")
-@router.get("/models/{name}/versions/{version}")
-async def model_metadata(model: ModelDep, name: str, version: str | None = None) -> dict[str, Any]:
+@router.get("/models/{name}", responses=MODEL_ERRORS)
+async def model_metadata(model: ModelDep, name: str) -> dict[str, Any]:
     """Inputs, outputs, versions and class order of the served model."""
+    return _metadata(model, name, None)
+
+
+@router.get("/models/{name}/versions/{version}", responses=MODEL_ERRORS)
+async def model_version_metadata(model: ModelDep, name: str, version: str) -> dict[str, Any]:
+    """``model_metadata`` for the named version (the manifest's)."""
+    return _metadata(model, name, version)
+
+
+def _metadata(model: ServedModel, name: str, version: str | None) -> dict[str, Any]:
     _check_model(model, name, version)
     manifest = model.predictor.manifest
     classes = len(manifest.class_labels)
@@ -100,9 +124,15 @@ async def model_metadata(model: ModelDep, name: str, version: str | None = None)
     }
 
 
-@router.get("/models/{name}/ready")
-@router.get("/models/{name}/versions/{version}/ready")
-async def model_ready(model: ModelDep, name: str, version: str | None = None) -> dict[str, Any]:
+@router.get("/models/{name}/ready", responses=MODEL_ERRORS)
+async def model_ready(model: ModelDep, name: str) -> dict[str, Any]:
     """The named model is loaded and ready."""
+    _check_model(model, name)
+    return {"name": name, "ready": True}
+
+
+@router.get("/models/{name}/versions/{version}/ready", responses=MODEL_ERRORS)
+async def model_version_ready(model: ModelDep, name: str, version: str) -> dict[str, Any]:
+    """``model_ready`` for the named version (the manifest's)."""
     _check_model(model, name, version)
     return {"name": name, "ready": True}
