@@ -2,7 +2,8 @@
 
 No Docker engine runs here, so the image is proven by hadolint, by parsing the Dockerfile, and by running its
 command and health check outside it; compose by Debian's ``docker-compose config``; manifests by
-``kubernetes-validate`` (and, for the KServe InferenceService, by ``deploy/validate_kserve.py``).
+``kubernetes-validate`` (and, for the KServe InferenceService, by ``deploy/validate_kserve.py``). The helpers
+that read these files live in deploy_helpers.py, shared with the test_deploy_*.py modules.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import copy
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -23,141 +23,32 @@ import yaml
 
 from ml_production_service import __version__
 from ml_production_service.configs import ModelType, ServiceConfig
+from ml_production_service.server.errors import ApiError, BodyTooLarge, error_body
+from ml_production_service.server.middleware import request_id_from
+from tests.functional.deploy_helpers import (
+    COMPOSE_FILE,
+    DOCKERFILE,
+    K8S,
+    KUBERNETES_VERSIONS,
+    ROUTER_TEMPLATE,
+    assert_valid_settings,
+    compose_config,
+    dockerfile_instructions,
+    dockerfile_stages,
+    image_command,
+    image_env,
+    image_healthcheck,
+    k8s_documents,
+    k8s_manifest_files,
+    k8s_resource,
+    router_directives,
+    router_service,
+    server_directives,
+    system_tool,
+    variant_services,
+    venv_tool,
+)
 from tests.functional.server_process import REPOSITORY, SERVER_COMMAND, free_port, running_server
-
-DOCKERFILE = REPOSITORY / "Dockerfile"
-COMPOSE_FILE = REPOSITORY / "docker-compose.yml"
-K8S = REPOSITORY / "k8s"
-ROUTER_TEMPLATE = REPOSITORY / "deploy" / "nginx" / "ab.conf.template"
-VENV_BIN = Path(sys.executable).parent
-KUBERNETES_VERSIONS = ["1.30.0", "1.37.0"]
-
-
-# --- helpers shared with test_deploy_*.py -------------------------------------------------------------------
-
-
-def system_tool(name: str) -> str:
-    """The path of a Debian tool the deployment tests run; fail (not skip) when `make system-tools` was not run."""
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is not installed: run `make system-tools` (as root) first")
-    return path
-
-
-def venv_tool(name: str) -> str:
-    """A command-line tool installed in the project environment (the deploy dependency group)."""
-    path = VENV_BIN / name
-    assert path.exists(), f"{name} is missing from {VENV_BIN}: run `make environment-sync`"
-    return str(path)
-
-
-def dockerfile_instructions(path: Path = DOCKERFILE) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, continuation lines joined and comments dropped."""
-    instructions: list[tuple[str, str]] = []
-    current = ""
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            current += line[:-1].strip() + " "
-            continue
-        keyword, _, arguments = (current + line).partition(" ")
-        instructions.append((keyword.upper(), arguments.strip()))
-        current = ""
-    return instructions
-
-
-def dockerfile_stages() -> list[list[tuple[str, str]]]:
-    """The Dockerfile's build stages, each starting with its FROM."""
-    stages: list[list[tuple[str, str]]] = []
-    for instruction in dockerfile_instructions():
-        if instruction[0] == "FROM":
-            stages.append([])
-        stages[-1].append(instruction)
-    return stages
-
-
-def image_command() -> list[str]:
-    """The image's CMD (exec form)."""
-    commands = [json.loads(arguments) for keyword, arguments in dockerfile_instructions() if keyword == "CMD"]
-    assert len(commands) == 1, "one CMD, in exec form"
-    return list(commands[0])
-
-
-def image_healthcheck() -> list[str]:
-    """The image's HEALTHCHECK command (exec form), without its options."""
-    checks = [arguments for keyword, arguments in dockerfile_instructions() if keyword == "HEALTHCHECK"]
-    assert len(checks) == 1
-    options, _, command = checks[0].partition(" CMD ")
-    assert "--interval" in options and "--timeout" in options
-    return list(json.loads(command))
-
-
-def image_env() -> dict[str, str]:
-    """The ENV values the runtime stage sets (``KEY=value`` form)."""
-    env: dict[str, str] = {}
-    for keyword, arguments in dockerfile_stages()[-1]:
-        if keyword == "ENV":
-            env.update(item.split("=", 1) for item in arguments.split())
-    return env
-
-
-def compose_config() -> dict[str, Any]:
-    """The compose file as Debian's docker-compose resolves it (defaults filled in, anchors merged)."""
-    result = subprocess.run(
-        [system_tool("docker-compose"), "--file", str(COMPOSE_FILE), "config"],
-        cwd=REPOSITORY,
-        env={k: v for k, v in os.environ.items() if k not in ("SERVICE_IMAGE", "AB_RANDOM_FOREST_PERCENT")},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return dict(yaml.safe_load(result.stdout))
-
-
-def variant_services(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Compose services that run the model service, by the model type they serve."""
-    return {
-        service["environment"]["MPS_MODEL_TYPE"]: service
-        for service in config["services"].values()
-        if "MPS_MODEL_TYPE" in service.get("environment", {})
-    }
-
-
-def router_service(config: dict[str, Any]) -> dict[str, Any]:
-    """The compose service that runs the A/B router (it mounts the router template)."""
-    routers = [s for s in config["services"].values() if any("ab.conf.template" in v for v in s.get("volumes", []))]
-    assert len(routers) == 1
-    return routers[0]
-
-
-def k8s_manifest_files() -> list[Path]:
-    """The manifests `make k8s-validate` gives kubernetes-validate (k8s/*.yaml but the kustomization)."""
-    return sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
-
-
-def k8s_documents(paths: list[Path] | None = None) -> list[dict[str, Any]]:
-    """Every resource in ``paths`` (default: the plain manifests)."""
-    return [d for p in paths or k8s_manifest_files() for d in yaml.safe_load_all(p.read_text(encoding="utf-8")) if d]
-
-
-def k8s_resource(kind: str, name: str) -> dict[str, Any]:
-    """The one resource of ``kind`` named ``name`` in k8s/."""
-    found = [d for d in k8s_documents() if d["kind"] == kind and d["metadata"]["name"] == name]
-    assert len(found) == 1, f"{kind}/{name}"
-    return found[0]
-
-
-def assert_valid_settings(env: dict[str, str]) -> ServiceConfig:
-    """``env``'s MPS_* variables are real settings with values the service starts with."""
-    settings = {k[len("MPS_") :].lower(): v for k, v in env.items() if k.startswith("MPS_")}
-    unknown = set(settings) - set(ServiceConfig.model_fields)
-    assert not unknown, f"not service settings: {unknown}"
-    return ServiceConfig(**settings)
-
 
 # --- the image ----------------------------------------------------------------------------------------------
 
@@ -345,6 +236,106 @@ def test_compose_router_splits_between_the_variants_it_waits_for() -> None:
     assert router["healthcheck"]["test"] and router["deploy"]["resources"]["limits"]["memory"]
     template_vars = set(re.findall(r"\$\{(\w+)\}", ROUTER_TEMPLATE.read_text(encoding="utf-8")))
     assert template_vars == {k for k in env if k.startswith("AB_")}, "every template variable is set, no other"
+
+
+def _nginx_seconds(value: str) -> float:
+    """An nginx time (``10s``, ``500ms``, ``1m``) in seconds."""
+    match = re.fullmatch(r"(\d+)(ms|s|m)?", value)
+    assert match, value
+    return int(match[1]) * {"ms": 0.001, "s": 1, None: 1, "m": 60}[match[2]]
+
+
+def _nginx_bytes(value: str) -> int:
+    """An nginx size (``8k``, ``1m``) in bytes."""
+    match = re.fullmatch(r"(\d+)([kKmM]?)", value)
+    assert match, value
+    return int(match[1]) * {"": 1, "k": 1024, "m": 1024 * 1024}[match[2].lower()]
+
+
+def _router_map(variable: str) -> dict[str, str]:
+    """The entries of the template's ``map ... $variable`` block."""
+    (source,) = {b[0] for b, _, _ in router_directives() if b and b[0].startswith("map ") and b[0].endswith(variable)}
+    return {name: arguments[0] for blocks, name, arguments in router_directives() if blocks == (source,)}
+
+
+def test_compose_router_limits_are_no_looser_than_the_services() -> None:
+    """The router's header, body, timeout and keep-alive limits sit within each variant's MPS_* settings."""
+    server = server_directives()
+    directives = router_directives()
+    count, size = server["large_client_header_buffers"]
+    upstream_keepalive = [
+        _nginx_seconds(arguments[0])
+        for blocks, name, arguments in directives
+        if blocks[:1] and blocks[0].startswith("upstream ") and name == "keepalive_timeout"
+    ]
+    variants = variant_services(compose_config())
+    assert len(upstream_keepalive) == len(variants)
+    for service in variants.values():
+        app = assert_valid_settings(service["environment"])
+        assert _nginx_bytes(server["client_header_buffer_size"][0]) <= _nginx_bytes(size)
+        assert int(count) * _nginx_bytes(size) <= app.max_header_bytes, "request line and headers"
+        assert _nginx_seconds(server["client_header_timeout"][0]) <= app.header_timeout_s
+        assert _nginx_seconds(server["client_body_timeout"][0]) <= app.body_timeout_s
+        assert _nginx_bytes(server["client_max_body_size"][0]) <= app.max_body_bytes
+        assert _nginx_seconds(server["keepalive_timeout"][0]) <= app.keep_alive_timeout_s
+        assert max(upstream_keepalive) < app.keep_alive_timeout_s, "nginx drops an idle upstream connection first"
+        grace = float(service["stop_grace_period"].rstrip("s"))
+        for timeout in ("proxy_read_timeout", "proxy_send_timeout"):
+            assert app.graceful_timeout_s <= _nginx_seconds(server[timeout][0]) < grace, "a draining request ends"
+    assert _nginx_seconds(server["proxy_connect_timeout"][0]) <= 10
+    assert _nginx_seconds(server["send_timeout"][0]) <= _nginx_seconds(server["client_body_timeout"][0])
+    assert 0 < int(server["keepalive_requests"][0]) <= 10_000
+    assert server["proxy_request_buffering"] == ["on"], "a slow upload is nginx's to hold, not the service's"
+    assert server["reset_timedout_connection"] == ["on"]
+    zone, limit = server["limit_conn"]
+    (zone_definition,) = [arguments for _, name, arguments in directives if name == "limit_conn_zone"]
+    assert zone_definition[0] == "$binary_remote_addr" and zone_definition[1].startswith(f"zone={zone}:")
+    assert 0 < int(limit) < 1024, "below the nginx image's worker_connections"
+    assert server["limit_conn_status"] == ["503"]
+
+
+def test_compose_router_answers_its_own_errors_in_the_services_error_shape() -> None:
+    """nginx's own 400, 413, 414, 431 (its 494), 502, 503 and 504 are JSON in errors.py's shape, quoting its limits."""
+    directives = router_directives()
+    server = server_directives()
+    pages = [arguments for blocks, name, arguments in directives if blocks == ("server",) and name == "error_page"]
+    (target,) = {arguments[-1] for arguments in pages}
+    statuses = {code for arguments in pages for code in arguments[:-1] if not code.startswith("=")}
+    assert statuses == {"400", "413", "414", "494", "502", "503", "504"}
+    assert ["494", "=431", target] in pages, "nginx's 'request header too large' is the service's 431"
+    in_page = [
+        (name, arguments) for blocks, name, arguments in directives if blocks == ("server", f"location = {target}")
+    ]
+    page = dict(in_page)
+    assert page["internal"] == [] and page["default_type"] == ["application/json"]
+    assert ("add_header", ["X-Request-ID", "$mps_request_id", "always"]) in in_page
+    assert "proxy_intercept_errors" not in {name for _, name, _ in directives}, "the service's own errors pass"
+    codes, messages = _router_map("$mps_error_code"), _router_map("$mps_error_message")
+    shape = json.loads(error_body(ApiError(400, "code", "message"), "id"))
+    for status in statuses - {"494"} | {"431"}:
+        body = (
+            page["return"][1].replace("$mps_error_code", codes[status]).replace("$mps_error_message", messages[status])
+        )
+        error = json.loads(body.replace("$mps_request_id", "id"))
+        assert set(error) == set(shape) and error["details"] == [] and error["request_id"] == "id"
+    assert codes["413"] == BodyTooLarge(1024).code, "the service's own code for the same refusal"
+    count, size = server["large_client_header_buffers"]
+    assert f"{_nginx_bytes(server['client_max_body_size'][0])} bytes" in messages["413"]
+    assert f"{_nginx_bytes(size)} bytes" in messages["414"]
+    assert (
+        f"{int(count) * _nginx_bytes(size)} bytes in all or {_nginx_bytes(size)} bytes in one line" in messages["431"]
+    )
+    assert f"limit_conn, {server['limit_conn'][1]})" in messages["503"]
+    assert f"{_nginx_seconds(server['proxy_read_timeout'][0]):g} s" in messages["504"]
+
+
+@pytest.mark.parametrize("request_id", ["ab-trace-1", "A.b_c:d-1", "x" * 128, "x" * 129, 'a"b', "a b", "é", "{}"])
+def test_compose_router_forwards_the_request_ids_the_service_keeps(request_id: str) -> None:
+    """The router passes on (and writes into its JSON) exactly the X-Request-ID values the service itself keeps."""
+    (pattern,) = [name for name in _router_map("$mps_request_id") if name.startswith("~")]
+    kept_by_router = re.search(pattern[1:], request_id) is not None
+    kept_by_service = request_id_from([(b"x-request-id", request_id.encode())]) == request_id
+    assert kept_by_router == kept_by_service
 
 
 # --- Kubernetes ---------------------------------------------------------------------------------------------
