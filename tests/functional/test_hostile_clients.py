@@ -9,7 +9,9 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -129,3 +131,55 @@ def test_in_flight_of_a_killed_worker_is_forgotten(tmp_path: Path) -> None:
     assert after.get("mps_http_requests_in_flight", 0.0) == 0.0
     assert after["mps_http_requests_total"] == 1.0, "a dead worker's counters are kept"
     assert forget_dead_workers(str(tmp_path)) == []
+
+
+def _peak_rss_kib(pid: int) -> int:
+    """The process's peak resident size (VmHWM) plus its children's, from /proc."""
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(child) for child in children.read_text().split()]
+    total = 0
+    for each in pids:
+        for line in Path(f"/proc/{each}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_amplifying_requests_keep_the_worker_small() -> None:
+    """The reported attacks, several at once (two took a forest worker from 199 MB to 1.3 GB): the worker's peak
+    resident size grows by less than 64 MB and every answer is a small 4xx."""
+    batch = b'{"instances": [' + b",".join([b"{}"] * 200_000) + b"]}"
+    keys = b"{" + b",".join(b'"k%d":1' % i for i in range(80_000)) + b"}"
+    tensor = {"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}
+    outputs = json.dumps({"inputs": [tensor], "outputs": [{"name": "predict_proba"}] * 10_000}).encode()
+    attacks = [("/predict/batch", batch), ("/predict", keys), ("/v2/models/random_forest/infer", outputs)]
+    with running_server(MPS_MODEL_TYPE="random_forest") as server:
+        for path, body in attacks:  # once each first, so that one-off allocations are not counted as growth
+            request = urllib.request.Request(
+                f"{server.url}{path}", data=body, headers={"content-type": "application/json"}
+            )
+            with pytest.raises(urllib.error.HTTPError) as answer:
+                urllib.request.urlopen(request, timeout=30)  # noqa: S310
+            assert 400 <= answer.value.code < 500 and len(answer.value.read()) < 4096
+        before = _peak_rss_kib(server.process.pid)
+
+        def attack(index: int) -> int:
+            path, body = attacks[index % len(attacks)]
+            request = urllib.request.Request(
+                f"{server.url}{path}", data=body, headers={"content-type": "application/json"}
+            )
+            try:
+                urllib.request.urlopen(request, timeout=30)  # noqa: S310
+            except urllib.error.HTTPError as error:
+                assert len(error.read()) < 4096
+                return error.code
+            return 200
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            statuses = list(pool.map(attack, range(24)))
+        assert all(400 <= status < 500 for status in statuses)
+        growth_mib = (_peak_rss_kib(server.process.pid) - before) / 1024
+        assert growth_mib < 64, f"peak resident size grew by {growth_mib:.0f} MiB"
