@@ -5,17 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ml_production_service.configs import ModelType, ServiceConfig
-from ml_production_service.manifest import MANIFEST_FILE
 from ml_production_service.predictors.base import BasePredictor
 from ml_production_service.predictors.heuristic import HeuristicPredictor
 from ml_production_service.predictors.ml_model import MLModelPredictor
-from ml_production_service.registry import load_artifact, load_fast_path, model_dir, read_manifest
+from ml_production_service.registry import ManifestNotFoundError, load_artifact, load_fast_path, read_manifest
 
 
 def _heuristic(config: ServiceConfig) -> BasePredictor:
-    # The heuristic needs no artifact; its manifest (evaluation metrics) is used when promoted.
-    has_manifest = (model_dir(config.registry_dir, ModelType.HEURISTIC) / MANIFEST_FILE).is_file()
-    manifest = read_manifest(config.registry_dir, ModelType.HEURISTIC) if has_manifest else None
+    # The heuristic needs no artifact; its manifest (evaluation metrics) is used when promoted. Only an absent
+    # manifest falls back to the built-in one: a broken one (or a registry that is a file) stops start-up.
+    try:
+        manifest = read_manifest(config.registry_dir, ModelType.HEURISTIC)
+    except ManifestNotFoundError:
+        return HeuristicPredictor()
     return HeuristicPredictor(manifest)
 
 
@@ -24,8 +26,11 @@ def _fitted(model_type: ModelType) -> Callable[[ServiceConfig], BasePredictor]:
         pipeline, manifest = load_artifact(
             config.registry_dir, model_type, allow_version_mismatch=config.allow_version_mismatch
         )
-        fast = load_fast_path(config.registry_dir, manifest, pipeline) if config.fast_path else None
-        return MLModelPredictor(pipeline, manifest, fast)
+        # Check the Pipeline against its manifest (fitted, same classes) before the fast path's parity check runs it.
+        predictor = MLModelPredictor(pipeline, manifest)
+        if not config.fast_path:
+            return predictor
+        return MLModelPredictor(pipeline, manifest, load_fast_path(config.registry_dir, manifest, pipeline))
 
     return build
 

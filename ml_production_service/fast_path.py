@@ -12,8 +12,15 @@ from typing import Any
 
 import numpy as np
 import onnxruntime
+from onnxruntime.capi import onnxruntime_pybind11_state
 
-from ml_production_service.features import FEATURE_NAMES, MAX_MEASUREMENT_CM, MIN_MEASUREMENT_CM, FloatArray, engineer_features
+from ml_production_service.features import (
+    FEATURE_NAMES,
+    MAX_MEASUREMENT_CM,
+    MIN_MEASUREMENT_CM,
+    FloatArray,
+    engineer_features,
+)
 from ml_production_service.predictors.base import ModelLoadError
 
 FAST_PATH_FILE = "model.onnx"
@@ -21,10 +28,27 @@ PARITY_TOLERANCE = 1e-6
 """Largest difference allowed between a fast-path probability and the original model's."""
 PARITY_RANDOM_ROWS = 10_000
 PARITY_SEED = 20_261_128
+PROBABILITIES_OUTPUT = 1
+"""Index of the probabilities among the ONNX model's outputs (the label comes first)."""
+
+ONNX_RUNTIME_ERRORS: tuple[type[Exception], ...] = tuple(
+    value
+    for value in vars(onnxruntime_pybind11_state).values()
+    if isinstance(value, type) and issubclass(value, Exception)
+)
+"""ONNX Runtime's own exceptions (InvalidProtobuf, InvalidArgument, InvalidGraph, Fail, ...).
+
+They derive from Exception directly, with no common base to catch, so they are collected from the module that
+defines them rather than listed by hand (the list differs between releases).
+"""
 
 
 class ParityError(ModelLoadError):
     """The fast path disagrees with the original model: it must not serve."""
+
+
+class FastPathError(ModelLoadError):
+    """The fast-path file cannot be run: ONNX Runtime refuses it, or it is not features in, probabilities out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +69,26 @@ class OnnxModel:
     """An ONNX Runtime session over the engineered features, answering class probabilities."""
 
     def __init__(self, onnx_bytes: bytes) -> None:
+        """Load ``onnx_bytes``; FastPathError if ONNX Runtime refuses them or the graph has the wrong interface."""
         options = onnxruntime.SessionOptions()
         # One row is microseconds of work: thread pools would cost more than they save.
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        self.session = onnxruntime.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
-        self.input_name: str = self.session.get_inputs()[0].name
-        self.output_names: list[str] = [self.session.get_outputs()[1].name]
+        try:
+            self.session = onnxruntime.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+        except ONNX_RUNTIME_ERRORS as error:
+            raise FastPathError(f"ONNX Runtime cannot load it ({error})") from error
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        kinds = [str(output.type) for output in outputs]
+        probabilities = kinds[PROBABILITIES_OUTPUT] if len(kinds) > PROBABILITIES_OUTPUT else "none"
+        if len(inputs) != 1 or not probabilities.startswith("tensor"):
+            raise FastPathError(
+                f"its graph takes {len(inputs)} input(s) and returns {kinds}; the fast path needs one input "
+                "(the features) and two outputs, the label and a tensor of probabilities (exported without zipmap)"
+            )
+        self.input_name: str = inputs[0].name
+        self.output_names: list[str] = [outputs[PROBABILITIES_OUTPUT].name]
 
     def predict_proba(self, rows: FloatArray) -> FloatArray:
         """Probabilities ``[n, classes]`` for raw rows ``[n, 4]``."""

@@ -1,23 +1,30 @@
 """The model registry on disk: ``<registry>/<model_type>/manifest.json`` beside its artifact.
 
 Loading checks the artifact's sha256 against the manifest *before* unpickling it, and refuses
-artifacts trained with other library versions unless explicitly allowed.
+artifacts trained with other library versions unless explicitly allowed. Every way a registry can be broken
+(a folder where a file should be, a link loop, a truncated or foreign artifact) is a ModelLoadError with
+one line naming the file, never a raw exception from the file system, joblib or ONNX Runtime.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import joblib
 from pydantic import ValidationError
+from sklearn.pipeline import Pipeline
 
 from ml_production_service.configs import ModelType
 from ml_production_service.fast_path import (
     FAST_PATH_FILE,
+    ONNX_RUNTIME_ERRORS,
+    FastPathError,
     OnnxModel,
     ParityError,
     ParityReport,
@@ -25,12 +32,23 @@ from ml_production_service.fast_path import (
     export_onnx,
 )
 from ml_production_service.manifest import MANIFEST_FILE, FastPathInfo, ModelManifest, installed_library_versions
-from ml_production_service.predictors.base import IntegrityError, ManifestError, VersionMismatchError
+from ml_production_service.predictors.base import IntegrityError, ManifestError, ModelLoadError, VersionMismatchError
 
 ARTIFACT_FILE = "model.joblib"
 EXACT_VERSION_LIBRARIES = ("scikit-learn", "xgboost")
 """Pickles of these only load faithfully with the exact version that wrote them."""
 MAJOR_VERSION_LIBRARIES = ("numpy",)
+
+
+_FAST_PATH_ERRORS: tuple[type[Exception], ...] = (FastPathError, *ONNX_RUNTIME_ERRORS)
+
+
+class ManifestNotFoundError(ManifestError):
+    """The registry has no manifest for a model type (the heuristic then serves its built-in one)."""
+
+
+class ArtifactError(ModelLoadError):
+    """An artifact that passed its integrity check cannot be unpickled, or is not a scikit-learn Pipeline."""
 
 
 def model_dir(registry_dir: Path, model_type: ModelType) -> Path:
@@ -47,13 +65,55 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _one_line(text: str) -> str:
+    """``text`` with every run of whitespace, newlines included, made one space (start-up logs one line)."""
+    return " ".join(text.split())
+
+
+def _describe(error: Exception) -> str:
+    """``EOFError``, ``UnpicklingError: pickle exhausted before end of frame``: the class, and the message if any."""
+    return ": ".join(filter(None, [type(error).__name__, _one_line(str(error))]))
+
+
+def _os_problem(path: Path, error: OSError) -> str:
+    """What an OSError raised for ``path`` means, naming the culprit when it is a folder on the way."""
+    if isinstance(error, NotADirectoryError):
+        # The error names the file asked for, not the parent that is a file: find that parent.
+        culprit = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), path.parent)
+        return f"{culprit} is not a directory"
+    return error.strerror or str(error)
+
+
+def _read_file(path: Path, what: str) -> bytes:
+    """The bytes of the regular file ``path``; ManifestError naming it and the problem when it is something else.
+
+    FileNotFoundError passes through: callers say what a missing file means. The type is checked before the
+    file is opened, so a folder, FIFO or device in its place fails at once instead of crashing or blocking.
+    """
+    try:
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "a special file (FIFO, socket or device)"
+            raise ManifestError(f"{what} {path} is {kind}, not a regular file")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as error:  # a link loop, a file where a folder should be, permissions, I/O errors
+        raise ManifestError(f"cannot read {what} {path}: {_os_problem(path, error)}") from error
+
+
 def read_manifest(registry_dir: Path, model_type: ModelType) -> ModelManifest:
-    """Read and validate the manifest of ``model_type``; ManifestError if missing or malformed."""
+    """Read and validate the manifest of ``model_type``; ManifestNotFoundError if absent, ManifestError if broken."""
+    if registry_dir.exists() and not registry_dir.is_dir():
+        raise ManifestError(
+            f"registry {registry_dir} is not a directory: point MPS_REGISTRY_DIR at a registry folder "
+            "(one sub-folder per model type, like registry/prd)"
+        )
     path = model_dir(registry_dir, model_type) / MANIFEST_FILE
     try:
-        manifest = ModelManifest.model_validate_json(path.read_bytes())
+        manifest = ModelManifest.model_validate_json(_read_file(path, "manifest"))
     except FileNotFoundError:
-        raise ManifestError(
+        raise ManifestNotFoundError(
             f"no manifest at {path}: train and promote the model (make train-{model_type.value.replace('_', '-')}) "
             "or point MPS_REGISTRY_DIR at a registry that has it"
         ) from None
@@ -85,12 +145,12 @@ def _major(version: str) -> str:
 
 def load_artifact(
     registry_dir: Path, model_type: ModelType, *, allow_version_mismatch: bool = False
-) -> tuple[Any, ModelManifest]:
-    """Verify and unpickle the artifact of ``model_type``; return it with its manifest."""
+) -> tuple[Pipeline, ModelManifest]:
+    """Verify and unpickle the artifact of ``model_type``; return the Pipeline with its manifest."""
     manifest = read_manifest(registry_dir, model_type)
     if manifest.artifact is None or manifest.sha256 is None:
         raise ManifestError(f"manifest of {model_type.value} names no artifact and sha256")
-    path = _verified_file(model_dir(registry_dir, model_type), manifest.artifact, manifest.sha256, "artifact")
+    path, data = _verified_bytes(model_dir(registry_dir, model_type), manifest.artifact, manifest.sha256, "artifact")
     mismatches = version_mismatches(manifest)
     if mismatches and not allow_version_mismatch:
         raise VersionMismatchError(
@@ -98,22 +158,47 @@ def load_artifact(
             f"retrain it with make train-{model_type.value.replace('_', '-')}, "
             "or set MPS_ALLOW_VERSION_MISMATCH=true to serve it anyway"
         )
-    return joblib.load(path), manifest
+    return _unpickle_pipeline(path, data), manifest
 
 
-def _verified_file(folder: Path, name: str, sha256: str, what: str) -> Path:
+def _unpickle_pipeline(path: Path, data: bytes) -> Pipeline:
+    """The Pipeline pickled in ``data`` (read from ``path``); ArtifactError if it is not one."""
+    try:
+        artifact = joblib.load(io.BytesIO(data))
+    except Exception as error:
+        # The bytes passed the integrity check, so they are the promoted ones, yet unpickling runs whatever the
+        # pickle says (any import, any constructor): a truncated or foreign artifact raises EOFError,
+        # UnpicklingError, ValueError, IndexError, struct.error, ModuleNotFoundError, AttributeError... There is
+        # no narrower class to catch. Only this one call is guarded, and the cause stays chained.
+        raise ArtifactError(
+            f"artifact {path} cannot be unpickled ({_describe(error)}): re-promote the model"
+        ) from error
+    if not isinstance(artifact, Pipeline):
+        raise ArtifactError(
+            f"artifact {path} holds a {type(artifact).__name__}, not a scikit-learn Pipeline: re-promote the model"
+        )
+    return artifact
+
+
+def _verified_bytes(folder: Path, name: str, sha256: str, what: str) -> tuple[Path, bytes]:
+    """The path and bytes of ``name`` in ``folder`` after checking them against ``sha256``.
+
+    The bytes are read once: what was verified is exactly what gets loaded.
+    """
     if Path(name).name != name:
         raise ManifestError(f"manifest names {what} {name!r} outside its folder")
     path = folder / name
-    if not path.is_file():
-        raise ManifestError(f"{what} {path} named by the manifest does not exist")
-    actual = sha256_file(path)
+    try:
+        data = _read_file(path, what)
+    except FileNotFoundError:
+        raise ManifestError(f"{what} {path} named by the manifest does not exist") from None
+    actual = hashlib.sha256(data).hexdigest()
     if actual != sha256:
         raise IntegrityError(
             f"integrity check failed for {path}: sha256 is {actual}, the manifest expects {sha256}; "
             "the file was modified or corrupted and will not be loaded"
         )
-    return path
+    return path, data
 
 
 def load_fast_path(registry_dir: Path, manifest: ModelManifest, original: Any) -> OnnxModel | None:
@@ -121,9 +206,16 @@ def load_fast_path(registry_dir: Path, manifest: ModelManifest, original: Any) -
     info = manifest.fast_path
     if info is None:
         return None
-    path = _verified_file(model_dir(registry_dir, manifest.model_type), info.artifact, info.sha256, "fast path")
-    fast = OnnxModel(path.read_bytes())
-    report = check_parity(original, fast)
+    path, data = _verified_bytes(model_dir(registry_dir, manifest.model_type), info.artifact, info.sha256, "fast path")
+    try:
+        fast = OnnxModel(data)
+        # ONNX Runtime's errors here can only come from the fast path: the original is a scikit-learn model.
+        report = check_parity(original, fast)
+    except _FAST_PATH_ERRORS as error:
+        raise FastPathError(
+            f"fast path {path} cannot serve: {_one_line(str(error))}; "
+            "re-promote the model, or set MPS_FAST_PATH=false to serve the original"
+        ) from error
     if not report.passed:
         raise ParityError(
             f"fast path of {manifest.model_type.value} disagrees with the original model on {report.rows} rows "

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import pickle
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +17,17 @@ import pytest
 from sklearn.pipeline import Pipeline
 from sklearn.tree import DecisionTreeClassifier
 
-from ml_production_service.configs import ModelType
-from ml_production_service.fast_path import ParityError
+from ml_production_service.configs import ModelType, ServiceConfig
+from ml_production_service.factory import get_predictor
+from ml_production_service.fast_path import FAST_PATH_FILE, FastPathError, ParityError
 from ml_production_service.features import FloatArray
 from ml_production_service.manifest import MANIFEST_FILE, ModelManifest, installed_library_versions
-from ml_production_service.predictors.base import IntegrityError, ManifestError, VersionMismatchError
-from ml_production_service.predictors.heuristic import default_heuristic_manifest
+from ml_production_service.predictors.base import IntegrityError, ManifestError, ModelLoadError, VersionMismatchError
+from ml_production_service.predictors.heuristic import HeuristicPredictor, default_heuristic_manifest
 from ml_production_service.registry import (
     ARTIFACT_FILE,
+    ArtifactError,
+    ManifestNotFoundError,
     load_artifact,
     load_fast_path,
     read_manifest,
@@ -300,3 +306,304 @@ def test_failed_promotion_keeps_the_previous_model_servable(
         save_model(tiny_registry, tiny_manifests[DT], _disagreeing_pipeline(iris_rows, iris_targets))
     _, manifest = load_artifact(tiny_registry, DT)
     assert manifest == before
+
+
+# A broken registry is a ModelLoadError with one line naming the file: start-up logs it, never a traceback.
+
+
+def _replace_signed(registry: Path, name: str, data: bytes, model_type: ModelType = DT) -> Path:
+    """Overwrite ``name`` in the model's folder and record its new sha256, so the integrity check passes."""
+    path = registry / model_type.value / name
+    path.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    if name == FAST_PATH_FILE:
+        _edit_manifest(registry, lambda manifest: manifest["fast_path"].update(sha256=digest), model_type)
+    else:
+        _edit_manifest(registry, lambda manifest: manifest.update(sha256=digest), model_type)
+    return path
+
+
+def _load_model(registry: Path, model_type: ModelType = DT) -> None:
+    """What start-up does: load the artifact, then its fast path."""
+    artifact, manifest = load_artifact(registry, model_type)
+    load_fast_path(registry, manifest, artifact)
+
+
+def _refusal(registry: Path, expected: type[ModelLoadError], model_type: ModelType = DT) -> str:
+    """The one-line message loading ``registry`` fails with, checked to be an ``expected``."""
+    with pytest.raises(expected) as caught:
+        _load_model(registry, model_type)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_manifest_that_is_a_directory_is_refused(tiny_registry: Path) -> None:
+    """A folder named manifest.json is reported as such, not as an IsADirectoryError."""
+    path = _manifest_path(tiny_registry)
+    path.unlink()
+    path.mkdir()
+    assert _refusal(tiny_registry, ManifestError) == f"manifest {path} is a directory, not a regular file"
+
+
+def test_manifest_that_is_a_fifo_is_refused_without_blocking(tiny_registry: Path) -> None:
+    """A FIFO in place of the manifest fails at once: opening it would wait for a writer forever."""
+    path = _manifest_path(tiny_registry)
+    path.unlink()
+    os.mkfifo(path)
+    raised: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            _load_model(tiny_registry)
+        except BaseException as error:  # noqa: BLE001 - handed to the test thread to check
+            raised.append(error)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    if worker.is_alive():  # a regression: it opened the FIFO; a writer's EOF releases it before failing
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("loading blocked on a FIFO manifest")
+    assert len(raised) == 1
+    assert isinstance(raised[0], ManifestError)
+    assert str(raised[0]) == f"manifest {path} is a special file (FIFO, socket or device), not a regular file"
+
+
+def test_manifest_that_is_a_symlink_loop_is_refused(tiny_registry: Path) -> None:
+    """A manifest.json linking to itself names the file and the loop."""
+    path = _manifest_path(tiny_registry)
+    path.unlink()
+    path.symlink_to(path)
+    assert _refusal(tiny_registry, ManifestError) == f"cannot read manifest {path}: Too many levels of symbolic links"
+
+
+def test_registry_that_is_a_symlink_loop_is_refused(tmp_path: Path) -> None:
+    """MPS_REGISTRY_DIR naming a link to itself is a ManifestError naming the manifest looked for."""
+    registry = tmp_path / "registry"
+    registry.symlink_to(registry)
+    message = _refusal(registry, ManifestError)
+    assert message == f"cannot read manifest {_manifest_path(registry)}: Too many levels of symbolic links"
+
+
+def test_registry_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    """MPS_REGISTRY_DIR naming a file says so and names the variable, instead of a NotADirectoryError."""
+    registry = tmp_path / "registry"
+    registry.write_text("not a folder", encoding="utf-8")
+    message = _refusal(registry, ManifestError)
+    assert message.startswith(f"registry {registry} is not a directory: point MPS_REGISTRY_DIR at a registry folder")
+
+
+def test_model_folder_that_is_a_file_is_refused_naming_it(tiny_registry: Path) -> None:
+    """A file in place of the model's folder is named, not just the manifest path that went through it."""
+    folder = tiny_registry / DT.value
+    for path in folder.iterdir():
+        path.unlink()
+    folder.rmdir()
+    folder.write_text("not a folder", encoding="utf-8")
+    message = _refusal(tiny_registry, ManifestError)
+    assert message == f"cannot read manifest {folder / MANIFEST_FILE}: {folder} is not a directory"
+
+
+def test_registry_below_a_file_is_refused_naming_the_file(tmp_path: Path) -> None:
+    """A registry path that goes through a file names that file, whatever depth it is at."""
+    blocker = tmp_path / "file"
+    blocker.write_text("", encoding="utf-8")
+    registry = blocker / "registry" / "prd"
+    assert _refusal(registry, ManifestError).endswith(f": {blocker} is not a directory")
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        pytest.param("", "is invalid: Invalid JSON: EOF while parsing", id="empty"),
+        pytest.param("[]", "is invalid: Input should be an object", id="list"),
+        pytest.param('"decision_tree"', "is invalid: Input should be an object", id="string"),
+        pytest.param("null", "is invalid: Input should be an object", id="null"),
+    ],
+)
+def test_manifest_that_is_empty_or_not_an_object_is_refused(tiny_registry: Path, content: str, problem: str) -> None:
+    """An empty manifest, or valid JSON of the wrong type, is refused naming the file."""
+    path = _manifest_path(tiny_registry)
+    path.write_text(content, encoding="utf-8")
+    assert _refusal(tiny_registry, ManifestError).startswith(f"manifest {path} {problem}")
+
+
+@pytest.mark.parametrize(
+    "keep",
+    [
+        pytest.param(lambda data: b"", id="empty"),
+        pytest.param(lambda data: data[:1], id="one-byte"),
+        pytest.param(lambda data: data[:100], id="first-100-bytes"),
+        pytest.param(lambda data: data[: len(data) // 2], id="half"),
+        pytest.param(lambda data: data[:-1], id="all-but-the-last-byte"),
+    ],
+)
+def test_truncated_artifact_with_a_matching_sha256_is_refused(tiny_registry: Path, keep: Any) -> None:
+    """A truncated model.joblib whose sha256 was re-recorded passes the integrity check, then fails to unpickle."""
+    path = tiny_registry / DT.value / ARTIFACT_FILE
+    _replace_signed(tiny_registry, ARTIFACT_FILE, keep(path.read_bytes()))
+    with pytest.raises(ArtifactError) as caught:
+        load_artifact(tiny_registry, DT)
+    message = str(caught.value)
+    assert message.startswith(f"artifact {path} cannot be unpickled (")
+    assert message.endswith("): re-promote the model")
+    assert "\n" not in message
+    assert caught.value.__cause__ is not None  # the unpickling error stays chained for debugging
+
+
+def test_unpickling_error_without_a_message_is_named_by_its_class(tiny_registry: Path) -> None:
+    """An empty model.joblib raises a bare EOFError: the message names the class, with no dangling colon."""
+    path = _replace_signed(tiny_registry, ARTIFACT_FILE, b"")
+    expected = f"artifact {path} cannot be unpickled (EOFError): re-promote the model"
+    assert _refusal(tiny_registry, ArtifactError) == expected
+
+
+def test_artifact_needing_a_missing_module_is_refused(tiny_registry: Path) -> None:
+    """A pickle of a class from a module that is not installed names the module."""
+    path = _replace_signed(tiny_registry, ARTIFACT_FILE, b"cno_such_module\nThing\n.")
+    message = _refusal(tiny_registry, ArtifactError)
+    assert message == (
+        f"artifact {path} cannot be unpickled (ModuleNotFoundError: No module named 'no_such_module'): "
+        "re-promote the model"
+    )
+
+
+def test_artifact_that_is_not_a_pipeline_is_refused_before_its_fast_path_runs_it(tiny_registry: Path) -> None:
+    """A valid pickle of a plain dict is refused by name, not an AttributeError from the parity check."""
+    path = tiny_registry / DT.value / ARTIFACT_FILE
+    joblib.dump({"model": "not really"}, path)
+    _replace_signed(tiny_registry, ARTIFACT_FILE, path.read_bytes())
+    message = _refusal(tiny_registry, ArtifactError)
+    assert message == f"artifact {path} holds a dict, not a scikit-learn Pipeline: re-promote the model"
+
+
+def test_unfitted_pipeline_is_refused_before_its_fast_path_runs_it(tiny_registry: Path) -> None:
+    """Start-up checks the Pipeline against its manifest before the parity check could hit NotFittedError."""
+    path = tiny_registry / DT.value / ARTIFACT_FILE
+    joblib.dump(make_pipeline(DecisionTreeClassifier()), path)
+    _replace_signed(tiny_registry, ARTIFACT_FILE, path.read_bytes())
+    with pytest.raises(ManifestError, match="predicts classes"):
+        get_predictor(ServiceConfig(model_type=DT, registry_dir=tiny_registry))
+
+
+@pytest.mark.parametrize("name", [ARTIFACT_FILE, FAST_PATH_FILE])
+def test_artifact_that_is_a_directory_is_refused(tiny_registry: Path, name: str) -> None:
+    """A folder in place of model.joblib or model.onnx is named as a folder, not as a missing file."""
+    path = tiny_registry / DT.value / name
+    path.unlink()
+    path.mkdir()
+    what = "artifact" if name == ARTIFACT_FILE else "fast path"
+    assert _refusal(tiny_registry, ManifestError) == f"{what} {path} is a directory, not a regular file"
+
+
+def test_artifact_that_is_a_symlink_loop_is_refused(tiny_registry: Path) -> None:
+    """A model.joblib linking to itself names the file and the loop."""
+    path = tiny_registry / DT.value / ARTIFACT_FILE
+    path.unlink()
+    path.symlink_to(path)
+    assert _refusal(tiny_registry, ManifestError) == f"cannot read artifact {path}: Too many levels of symbolic links"
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        pytest.param(b"garbage bytes, not a protobuf", "INVALID_PROTOBUF", id="garbage"),
+        pytest.param(b"", "No graph was found", id="empty"),
+    ],
+)
+def test_fast_path_onnx_runtime_cannot_load_is_refused(tiny_registry: Path, data: bytes, problem: str) -> None:
+    """model.onnx replaced by bytes ONNX Runtime cannot parse (sha256 re-recorded) is a FastPathError naming it."""
+    path = _replace_signed(tiny_registry, FAST_PATH_FILE, data)
+    message = _refusal(tiny_registry, FastPathError)
+    assert message.startswith(f"fast path {path} cannot serve: ONNX Runtime cannot load it (")
+    assert problem in message
+    assert message.endswith("; re-promote the model, or set MPS_FAST_PATH=false to serve the original")
+
+
+def _onnx_graph(inputs: int, outputs: list[Any]) -> bytes:
+    """A tiny valid ONNX model: one float input ``[n, inputs]`` and the given output nodes."""
+    from onnx import TensorProto, helper
+
+    features = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, inputs])
+    nodes, values = zip(*outputs, strict=True)
+    graph = helper.make_graph(list(nodes), "g", [features], list(values))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+def _identity(inputs: int) -> Any:
+    from onnx import TensorProto, helper
+
+    return (
+        helper.make_node("Identity", ["x"], ["probabilities"]),
+        helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, inputs]),
+    )
+
+
+def _argmax() -> Any:
+    from onnx import TensorProto, helper
+
+    return (
+        helper.make_node("ArgMax", ["x"], ["label"], axis=1, keepdims=0),
+        helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+    )
+
+
+def test_fast_path_with_one_output_is_refused(tiny_registry: Path) -> None:
+    """A valid ONNX graph without a probabilities output is refused, not an IndexError."""
+    path = _replace_signed(tiny_registry, FAST_PATH_FILE, _onnx_graph(8, [_identity(8)]))
+    message = _refusal(tiny_registry, FastPathError)
+    assert message.startswith(
+        f"fast path {path} cannot serve: its graph takes 1 input(s) and returns ['tensor(float)'];"
+    )
+
+
+def test_fast_path_exported_with_zipmap_is_refused(
+    tiny_registry: Path, tiny_pipelines: dict[ModelType, Pipeline]
+) -> None:
+    """A graph answering a sequence of maps (skl2onnx's default zipmap) is refused by its interface."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    onnx_model = convert_sklearn(
+        tiny_pipelines[DT][-1], initial_types=[("features", FloatTensorType([None, 8]))], target_opset=17
+    )
+    _replace_signed(tiny_registry, FAST_PATH_FILE, onnx_model.SerializeToString())
+    assert "returns ['tensor(int64)', 'seq(map(int64,tensor(float)))']" in _refusal(tiny_registry, FastPathError)
+
+
+def test_fast_path_that_fails_on_the_features_is_refused(tiny_registry: Path) -> None:
+    """A graph expecting 4 columns where the service sends 8 fails in the parity check: a FastPathError, one line."""
+    path = _replace_signed(tiny_registry, FAST_PATH_FILE, _onnx_graph(4, [_argmax(), _identity(4)]))
+    message = _refusal(tiny_registry, FastPathError)
+    assert message.startswith(f"fast path {path} cannot serve: [ONNXRuntimeError]")
+    assert "INVALID_ARGUMENT" in message
+
+
+def test_missing_manifest_is_its_own_error(tmp_path: Path) -> None:
+    """Only an absent manifest is ManifestNotFoundError: what lets the heuristic fall back to its built-in one."""
+    with pytest.raises(ManifestNotFoundError):
+        read_manifest(tmp_path / "nowhere", ModelType.HEURISTIC)
+    predictor = get_predictor(ServiceConfig(model_type=ModelType.HEURISTIC, registry_dir=tmp_path / "nowhere"))
+    assert isinstance(predictor, HeuristicPredictor)
+    assert predictor.version.startswith("rules-")
+
+
+def test_heuristic_with_a_manifest_directory_refuses_to_start(tmp_path: Path) -> None:
+    """A folder named manifest.json is not mistaken for "no manifest, serve the built-in one"."""
+    path = tmp_path / ModelType.HEURISTIC.value / MANIFEST_FILE
+    path.mkdir(parents=True)
+    with pytest.raises(ManifestError, match="is a directory, not a regular file") as caught:
+        get_predictor(ServiceConfig(model_type=ModelType.HEURISTIC, registry_dir=tmp_path))
+    assert str(path) in str(caught.value)
+
+
+def test_heuristic_with_a_registry_that_is_a_file_refuses_to_start(tmp_path: Path) -> None:
+    """MPS_REGISTRY_DIR naming a file is a mistake for every model type, the heuristic included."""
+    registry = tmp_path / "registry"
+    registry.write_text("", encoding="utf-8")
+    with pytest.raises(ManifestError, match="is not a directory: point MPS_REGISTRY_DIR") as caught:
+        get_predictor(ServiceConfig(model_type=ModelType.HEURISTIC, registry_dir=registry))
+    assert str(caught.value).startswith(f"registry {registry} ")
