@@ -19,7 +19,7 @@ from ml_production_service.configs import ServiceConfig, get_config
 from ml_production_service.factory import get_predictor
 from ml_production_service.logging import configure_logging, get_logger
 from ml_production_service.server import docs
-from ml_production_service.server.deps import ServedModel
+from ml_production_service.server.dataplane import DataPlane
 from ml_production_service.server.errors import ApiError, details_from, error_response, summary
 from ml_production_service.server.lifecycle import SHUTDOWN
 from ml_production_service.server.metrics import observe_model
@@ -83,7 +83,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     warm_row = IrisFeatures.model_validate(SETOSA_EXAMPLE).to_row()
     warmup_us = predictor.warm_up(warm_row)
     inline = warmup_us <= config.inline_predict_max_us
-    app.state.served = ServedModel.build(predictor, inline, warmup_us, config.max_batch_size)
+    app.state.data_plane = DataPlane(predictor, inline, warmup_us, config.max_batch_size)
     app.state.model_info.update(model_type=predictor.model_type, model_version=predictor.version)
     observe_model(predictor.model_type, predictor.version, predictor.manifest.sha256, load_seconds)
     app.state.ready = True
@@ -113,10 +113,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.update(definitions.get("$defs", {}))
         components["InferenceRequest"] = INFERENCE_REQUEST
-        served: ServedModel | None = getattr(app.state, "served", None)
-        if served is None:
+        plane: DataPlane | None = getattr(app.state, "data_plane", None)
+        if plane is None:
             return schema  # before the model is loaded: no path values to pin yet, and nothing cached
-        pin_path_values(schema, served.predictor.model_type, served.predictor.version)
+        pin_path_values(schema, plane.model_type, plane.version)
         app.openapi_schema = schema
     return app.openapi_schema
 

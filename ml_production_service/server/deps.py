@@ -1,51 +1,41 @@
-"""Dependencies the routes declare: the served model, reached through FastAPI's injection."""
+"""Dependencies the routes declare: the data plane and the service's status, reached through FastAPI's injection."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 from fastapi import Depends, Request
-from starlette.concurrency import run_in_threadpool
 
-from ml_production_service.predictors.base import BasePredictor
+from ml_production_service.server.dataplane import DataPlane
 from ml_production_service.server.errors import ApiError
-from ml_production_service.server.schemas import BatchRequest, batch_request_model
+from ml_production_service.server.lifecycle import SHUTDOWN
 
-T = TypeVar("T")
+
+async def get_data_plane(request: Request) -> DataPlane:
+    """The data plane the lifespan built; 503 while there is none (async: a sync dependency costs a thread hop)."""
+    plane: DataPlane | None = getattr(request.app.state, "data_plane", None)
+    if plane is None:
+        raise ApiError(503, "not_ready", "the model is not loaded yet")
+    return plane
 
 
 @dataclass(frozen=True, slots=True)
-class ServedModel:
-    """The loaded predictor, the limits it serves under, and how to call it: inline when it answers in
-    microseconds, else in a thread. One dependency carries all of it: each dependency costs every request."""
+class ServiceStatus:
+    """What the health routes report: ready or not, and which model."""
 
-    predictor: BasePredictor
-    inline: bool
-    warmup_us: float
-    max_batch_size: int
-    batch_model: type[BatchRequest]
-
-    @classmethod
-    def build(cls, predictor: BasePredictor, inline: bool, warmup_us: float, max_batch_size: int) -> ServedModel:
-        """The served model with the batch request type its batch limit implies."""
-        return cls(predictor, inline, warmup_us, max_batch_size, batch_request_model(max_batch_size))
-
-    async def run(self, function: Callable[..., T], *args: object) -> tuple[T, float]:
-        """Call ``function(*args)`` without holding up the event loop; return its result and seconds spent."""
-        started = time.perf_counter()
-        result = function(*args) if self.inline else await run_in_threadpool(function, *args)
-        return result, time.perf_counter() - started
+    ready: bool
+    model_type: str
+    model_version: str | None
 
 
-async def get_served_model(request: Request) -> ServedModel:
-    """The model the lifespan loaded; 503 while there is none (async: a sync dependency costs a thread hop)."""
-    served: ServedModel | None = getattr(request.app.state, "served", None)
-    if served is None:
-        raise ApiError(503, "not_ready", "the model is not loaded yet")
-    return served
+async def get_status(request: Request) -> ServiceStatus:
+    """Ready once the model is loaded and warmed, until SIGTERM (then 503 at once, while requests drain)."""
+    state = request.app.state
+    plane: DataPlane | None = getattr(state, "data_plane", None)
+    ready = plane is not None and bool(getattr(state, "ready", False)) and not SHUTDOWN.draining
+    return ServiceStatus(ready, state.config.model_type.value, plane.version if plane is not None else None)
 
 
-ModelDep = Annotated[ServedModel, Depends(get_served_model)]
+PlaneDep = Annotated[DataPlane, Depends(get_data_plane)]
+StatusDep = Annotated[ServiceStatus, Depends(get_status)]

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from ml_production_service import __version__
 from ml_production_service.configs import ModelType
 from ml_production_service.features import MIN_MEASUREMENT_CM
-from ml_production_service.server.deps import ServedModel
+from ml_production_service.server.dataplane import DataPlane
 from tests.functional.conftest import SETOSA, make_client
 
 
@@ -98,7 +98,7 @@ def test_unexpected_error_is_a_json_500_with_request_id() -> None:
 def test_slow_models_run_off_the_event_loop(threshold_us: float, inline: bool) -> None:
     """A model slower than MPS_INLINE_PREDICT_MAX_US runs in a worker thread; a faster one inline."""
     with make_client(model_type="random_forest", inline_predict_max_us=threshold_us) as client:
-        served = client.app.state.served  # type: ignore[attr-defined]
+        served = client.app.state.data_plane  # type: ignore[attr-defined]
         assert served.inline is inline
         assert served.warmup_us > 0
         assert client.post("/predict", json=SETOSA).status_code == 200
@@ -107,8 +107,8 @@ def test_slow_models_run_off_the_event_loop(threshold_us: float, inline: bool) -
 def test_threaded_prediction_leaves_the_loop_free() -> None:
     """While a slow prediction runs in a thread, other coroutines keep running."""
     with make_client() as client:
-        predictor = client.app.state.served.predictor  # type: ignore[attr-defined]
-    served = ServedModel.build(predictor, inline=False, warmup_us=0.0, max_batch_size=1)
+        predictor = client.app.state.data_plane.predictor  # type: ignore[attr-defined]
+    served = DataPlane(predictor, inline=False, warmup_us=0.0, max_batch_size=1)
     ticks = 0
 
     async def ticker() -> None:

@@ -10,9 +10,8 @@ from starlette.responses import Response
 
 from ml_production_service.predictors.base import Prediction
 from ml_production_service.server.body import read_json
-from ml_production_service.server.deps import ModelDep
+from ml_production_service.server.deps import PlaneDep
 from ml_production_service.server.errors import JSON, ApiError
-from ml_production_service.server.metrics import observe_predictions
 from ml_production_service.server.openapi import ANY_ROUTE, BODY_ROUTE, MODEL_ROUTE
 from ml_production_service.server.schemas import (
     BatchRequest,
@@ -46,22 +45,20 @@ def _server_timing(model_seconds: float) -> dict[str, str]:
 )
 async def predict(
     request: Request,
-    model: ModelDep,
+    plane: PlaneDep,
     explain: Annotated[bool, Query(description="Add the reason for the prediction.")] = False,
 ) -> Response:
     """Classify one flower from its four measurements in centimetres."""
     row = (await read_json(request, IrisFeatures, SINGLE_ROW_FIELDS)).to_row()
-    predictor = model.predictor
-    prediction, seconds = await model.run(predictor.predict_one, row)
-    observe_predictions(predictor.model_type, predictor.version, (prediction.label,))
+    prediction, seconds = await plane.predict_one(row)
     payload: dict[str, Any] = {
         "prediction": prediction.label,
         "probabilities": prediction.probabilities,
-        "model_type": predictor.model_type,
-        "model_version": predictor.version,
+        "model_type": plane.model_type,
+        "model_version": plane.version,
     }
     if explain:
-        payload["explanation"], _ = await model.run(predictor.explain, row)
+        payload["explanation"] = await plane.explain(row)
     return Response(orjson.dumps(payload), media_type=JSON, headers=_server_timing(seconds))
 
 
@@ -71,12 +68,12 @@ async def predict(
     responses={200: {"model": BatchResponse}, **ERRORS},
     openapi_extra=_body(BatchRequest.__name__),
 )
-async def predict_batch(request: Request, model: ModelDep) -> Response:
+async def predict_batch(request: Request, plane: PlaneDep) -> Response:
     """Classify up to ``MPS_MAX_BATCH_SIZE`` flowers; one invalid row rejects the batch."""
-    limit = model.max_batch_size
+    limit = plane.max_batch_size
     try:
         # The row count is checked before any row is validated (the model's max_length).
-        batch = await read_json(request, model.batch_model, max_fields(limit))
+        batch = await read_json(request, plane.batch_model, max_fields(limit))
     except ApiError as error:
         if error.details and error.details[0]["field"] == "instances" and error.details[0]["rule"] == "too_long":
             raise ApiError(
@@ -86,13 +83,11 @@ async def predict_batch(request: Request, model: ModelDep) -> Response:
                 [{"field": "instances", "rule": "max_length", "message": f"at most {limit} rows"}],
             ) from None
         raise
-    predictor = model.predictor
-    predictions, seconds = await model.run(predictor.predict_many, batch.to_rows())
-    observe_predictions(predictor.model_type, predictor.version, (p.label for p in predictions))
+    predictions, seconds = await plane.predict_many(batch.to_rows())
     payload = {
         "predictions": [_row(p) for p in predictions],
-        "model_type": predictor.model_type,
-        "model_version": predictor.version,
+        "model_type": plane.model_type,
+        "model_version": plane.version,
     }
     return Response(orjson.dumps(payload), media_type=JSON, headers=_server_timing(seconds))
 

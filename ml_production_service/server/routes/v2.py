@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from ml_production_service import __version__
 from ml_production_service.features import FEATURE_NAMES
-from ml_production_service.server.deps import ModelDep, ServedModel, get_served_model
-from ml_production_service.server.metrics import observe_predictions
+from ml_production_service.server.dataplane import DataPlane
+from ml_production_service.server.deps import PlaneDep, get_data_plane
+from ml_production_service.server.errors import echo
 from ml_production_service.server.openapi import ANY_ROUTE, BODY_ROUTE, INFER_ANSWER, INFER_BODY, MODEL_ROUTE, errors
 from ml_production_service.server.v2_codec import (
     BINARY_HEADER,
@@ -28,16 +28,11 @@ MODEL_ERRORS = {**MODEL_ROUTE, **errors(404)}
 SERVER_NAME = "ml-production-service"
 
 
-def _check_model(model: ServedModel, name: str, version: str | None = None) -> None:
-    predictor = model.predictor
-    if name != predictor.model_type:
-        raise v2_error(
-            404, f"model '{name}' is not served here; this server serves '{predictor.model_type}'", "model_name"
-        )
-    if version is not None and version != predictor.version:
-        raise v2_error(
-            404, f"model '{name}' has no version '{version}'; it serves '{predictor.version}'", "model_version"
-        )
+def _check_model(plane: DataPlane, name: str, version: str | None = None) -> None:
+    if name != plane.model_type:
+        raise v2_error(404, f"model '{echo(name)}' is not served here; this server serves '{plane.model_type}'", "name")
+    if version is not None and version != plane.version:
+        raise v2_error(404, f"model '{name}' has no version '{echo(version)}'; it serves '{plane.version}'", "version")
 
 
 # Routes match in order: infer, the hot path, comes first. Each path form has its own function, so that the
@@ -46,34 +41,31 @@ INFER_RESPONSES: dict[int | str, dict[str, Any]] = {200: INFER_ANSWER, **MODEL_E
 
 
 @router.post("/models/{name}/infer", responses=INFER_RESPONSES, openapi_extra=INFER_BODY)
-async def infer(request: Request, model: ModelDep, name: str) -> Response:
+async def infer(request: Request, plane: PlaneDep, name: str) -> Response:
     """Classify an FP32/FP64 tensor [N, 4]; outputs ``predict`` (INT64 [N]) and ``predict_proba`` (FP64 [N, C])."""
-    return await _infer(request, model, name, None)
+    return await _infer(request, plane, name, None)
 
 
 @router.post("/models/{name}/versions/{version}/infer", responses=INFER_RESPONSES, openapi_extra=INFER_BODY)
-async def infer_version(request: Request, model: ModelDep, name: str, version: str) -> Response:
+async def infer_version(request: Request, plane: PlaneDep, name: str, version: str) -> Response:
     """``infer`` for the named version (the manifest's)."""
-    return await _infer(request, model, name, version)
+    return await _infer(request, plane, name, version)
 
 
-async def _infer(request: Request, model: ServedModel, name: str, version: str | None) -> Response:
-    _check_model(model, name, version)
+async def _infer(request: Request, plane: DataPlane, name: str, version: str | None) -> Response:
+    _check_model(plane, name, version)
     header_length = request.headers.get(BINARY_HEADER)
     check_content_type(request.headers.get("content-type", ""), header_length is not None)
     inference, binary = parse_request(await request.body(), header_length)
-    rows = input_rows(inference, binary, model.max_batch_size)
+    rows = input_rows(inference, binary, plane.max_batch_size)
     wanted = requested_outputs(inference)
-    probabilities, seconds = await model.run(model.predictor.predict_proba, rows)
-    labels = model.predictor.class_labels
-    classes = np.argmax(probabilities, axis=1)
-    observe_predictions(name, model.predictor.version, (labels[i] for i in classes.tolist()))
-    header: dict[str, Any] = {"model_name": name, "model_version": model.predictor.version}
+    scores = await plane.scores(rows)
+    header: dict[str, Any] = {"model_name": name, "model_version": plane.version}
     if inference.id is not None:
         header["id"] = inference.id
-    tensors = {"predict": classes, "predict_proba": probabilities}
+    tensors = {"predict": scores.classes, "predict_proba": scores.probabilities}
     body, headers = encode_response(header, tensors, wanted)
-    headers["server-timing"] = f"model;dur={seconds * 1000:.3f}"
+    headers["server-timing"] = f"model;dur={scores.seconds * 1000:.3f}"
     return Response(body, headers=headers)
 
 
@@ -89,27 +81,27 @@ async def server_live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready", dependencies=[Depends(get_served_model)], responses=MODEL_ROUTE)
+@router.get("/health/ready", dependencies=[Depends(get_data_plane)], responses=MODEL_ROUTE)
 async def server_ready() -> dict[str, bool]:
     """The server is ready: its model is loaded (503 before)."""
     return {"ready": True}
 
 
 @router.get("/models/{name}", responses=MODEL_ERRORS)
-async def model_metadata(model: ModelDep, name: str) -> dict[str, Any]:
+async def model_metadata(plane: PlaneDep, name: str) -> dict[str, Any]:
     """Inputs, outputs, versions and class order of the served model."""
-    return _metadata(model, name, None)
+    return _metadata(plane, name, None)
 
 
 @router.get("/models/{name}/versions/{version}", responses=MODEL_ERRORS)
-async def model_version_metadata(model: ModelDep, name: str, version: str) -> dict[str, Any]:
+async def model_version_metadata(plane: PlaneDep, name: str, version: str) -> dict[str, Any]:
     """``model_metadata`` for the named version (the manifest's)."""
-    return _metadata(model, name, version)
+    return _metadata(plane, name, version)
 
 
-def _metadata(model: ServedModel, name: str, version: str | None) -> dict[str, Any]:
-    _check_model(model, name, version)
-    manifest = model.predictor.manifest
+def _metadata(plane: DataPlane, name: str, version: str | None) -> dict[str, Any]:
+    _check_model(plane, name, version)
+    manifest = plane.predictor.manifest
     classes = len(manifest.class_labels)
     return {
         "name": name,
@@ -125,14 +117,14 @@ def _metadata(model: ServedModel, name: str, version: str | None) -> dict[str, A
 
 
 @router.get("/models/{name}/ready", responses=MODEL_ERRORS)
-async def model_ready(model: ModelDep, name: str) -> dict[str, Any]:
+async def model_ready(plane: PlaneDep, name: str) -> dict[str, Any]:
     """The named model is loaded and ready."""
-    _check_model(model, name)
+    _check_model(plane, name)
     return {"name": name, "ready": True}
 
 
 @router.get("/models/{name}/versions/{version}/ready", responses=MODEL_ERRORS)
-async def model_version_ready(model: ModelDep, name: str, version: str) -> dict[str, Any]:
+async def model_version_ready(plane: PlaneDep, name: str, version: str) -> dict[str, Any]:
     """``model_ready`` for the named version (the manifest's)."""
-    _check_model(model, name, version)
+    _check_model(plane, name, version)
     return {"name": name, "ready": True}
