@@ -12,15 +12,11 @@ CONFIDENCE = 0.95
 
 
 def wilson_interval(correct: int, total: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Wilson score interval of a proportion: an accuracy over ``total`` independent predictions."""
+    """Wilson score interval of a proportion: an accuracy over ``total`` independent predictions (scipy's)."""
     if total == 0:
         return (0.0, 1.0)
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
-    p = correct / total
-    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    # The interval always contains p; clamp away float noise at p = 0 or 1.
-    return (min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half)))
+    interval = stats.binomtest(correct, total).proportion_ci(confidence_level=confidence, method="wilson")
+    return (float(interval.low), float(interval.high))
 
 
 def _corrected_t(scores: np.ndarray, test_train_ratio: float) -> tuple[float, float, int]:
