@@ -12,7 +12,7 @@ VENV_STAMP := .venv/.synced
 API_URL ?= http://127.0.0.1:$(or $(MPS_API_PORT),8000)
 
 .PHONY: help uv environment-create environment-sync format lint type-check validate-branch unit-test \
-	functional-test all-test all-test-validate-branch api-run serve api-validate
+	functional-test test-fast all-test all-test-validate-branch api-run serve api-validate
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-26s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,7 +50,10 @@ unit-test: $(VENV_STAMP) ## Unit tests
 functional-test: $(VENV_STAMP) ## Functional tests through HTTP
 	$(RUN) pytest tests/functional
 
-all-test: $(VENV_STAMP) system-tools ## The whole test suite with the branch-coverage gate (95%)
+test-fast: $(VENV_STAMP) ## The tests that need no root, no system tool and no server process (under a minute)
+	$(RUN) pytest -m "not slow" -q
+
+all-test: $(VENV_STAMP) system-tools ## The whole test suite with the branch-coverage gate (95%); installs Debian tools (root)
 	$(RUN) pytest --cov --cov-report=term
 
 all-test-validate-branch: validate-branch all-test ## validate-branch, then all-test

@@ -183,6 +183,7 @@ def test_image_healthcheck_passes_on_a_ready_server_and_fails_without_one() -> N
 # --- docker-compose -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # runs a Debian tool (make system-tools)
 def test_docker_compose_accepts_the_compose_file() -> None:
     """Debian's docker-compose (v1) validates the file: `docker-compose config --quiet` exits 0."""
     version = subprocess.run([system_tool("docker-compose"), "version", "--short"], capture_output=True, text=True)
@@ -198,6 +199,7 @@ def test_docker_compose_accepts_the_compose_file() -> None:
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow  # runs a Debian tool (make system-tools)
 def test_compose_runs_each_variant_on_its_own_port_with_a_healthcheck_and_limits() -> None:
     """random_forest and decision_tree each get a port, a /health/ready check and CPU and memory limits."""
     config = compose_config()
@@ -217,6 +219,7 @@ def test_compose_runs_each_variant_on_its_own_port_with_a_healthcheck_and_limits
         assert [p["target"] for p in service["ports"]] == [ServiceConfig.model_fields["api_port"].default]
 
 
+@pytest.mark.slow  # runs a Debian tool (make system-tools)
 def test_compose_router_splits_between_the_variants_it_waits_for() -> None:
     """The A/B entry point renders the router template, targets both variants and starts once both are healthy."""
     config = compose_config()
@@ -258,6 +261,7 @@ def _router_map(variable: str) -> dict[str, str]:
     return {name: arguments[0] for blocks, name, arguments in router_directives() if blocks == (source,)}
 
 
+@pytest.mark.slow  # runs a Debian tool (make system-tools)
 def test_compose_router_limits_are_no_looser_than_the_services() -> None:
     """The router's header, body, timeout and keep-alive limits sit within each variant's MPS_* settings."""
     server = server_directives()
@@ -523,6 +527,7 @@ def test_ecs_task_definition_runs_the_image_like_the_other_platforms() -> None:
 # --- make targets and the README ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # runs a Debian tool (make system-tools)
 def test_system_tools_is_quick_when_the_tools_are_installed() -> None:
     """`make system-tools` (what `make all-test` runs first) does nothing, fast, once the tools are there."""
     for tool in ("nginx", "docker-compose", "wrk", "envsubst"):
@@ -577,6 +582,7 @@ def test_readme_deployment_section_names_files_and_targets_that_exist() -> None:
         assert (kind, name) in resources, f"README names {kind}/{name}, which k8s/ does not define"
 
 
+@pytest.mark.slow  # runs a Debian tool (make system-tools)
 def test_readme_deployment_commands_use_the_files_settings() -> None:
     """The README's ports, image tag and settings are the ones the compose file, Makefile and manifests use."""
     section = _deployment_section()

@@ -57,6 +57,7 @@ def _metrics(server: RunningServer) -> str:
         return str(response.read().decode())
 
 
+@pytest.mark.slow
 def test_a_body_shorter_than_its_content_length_is_answered_408_at_the_deadline() -> None:
     """The reported hang: 10 of 200 declared bytes, then silence. Now a JSON 408 when MPS_BODY_TIMEOUT_S runs out."""
     with running_server(MPS_BODY_TIMEOUT_S="1") as server, _connect(server) as sock:
@@ -72,6 +73,7 @@ def test_a_body_shorter_than_its_content_length_is_answered_408_at_the_deadline(
         assert sock.recv(1) == b"", "the connection is closed after the 408"
 
 
+@pytest.mark.slow
 def test_an_aborted_upload_is_counted_499_with_one_quiet_line() -> None:
     """A client that leaves mid-upload is not a server error: status 499, one INFO line, no traceback."""
     with running_server() as server:
@@ -92,6 +94,7 @@ def test_an_aborted_upload_is_counted_499_with_one_quiet_line() -> None:
         assert "Traceback" not in server.log.read()
 
 
+@pytest.mark.slow
 def test_a_request_cut_by_the_graceful_timeout_gets_the_json_error_shape() -> None:
     """SIGTERM while a body is still arriving: after MPS_GRACEFUL_TIMEOUT_S the request is answered 503 in JSON."""
     with running_server(MPS_GRACEFUL_TIMEOUT_S="1", MPS_BODY_TIMEOUT_S="30") as server, _connect(server) as sock:
@@ -147,6 +150,7 @@ def _peak_rss_kib(pid: int) -> int:
     return total
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 def test_amplifying_requests_keep_the_worker_small() -> None:
     """The reported attacks, several at once (two took a forest worker from 199 MB to 1.3 GB): the worker's peak

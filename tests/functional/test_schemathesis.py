@@ -29,6 +29,9 @@ from schemathesis.specs.openapi.schemas import OpenApiSchema
 from ml_production_service.configs import ModelType, ServiceConfig
 from ml_production_service.server.app import create_app
 
+# Four models through every phase take 30-55 s on two cores: all-test, not test-fast.
+pytestmark = pytest.mark.slow
+
 SEED = 20261128
 # Hypothesis examples per operation in the fuzzing phase; the examples and coverage phases are finite anyway.
 MAX_EXAMPLES = 40

@@ -41,6 +41,7 @@ def _infer(
     return client.infer(name, [tensor], outputs=outputs, request_id="req-9")
 
 
+@pytest.mark.slow
 def test_tritonclient_sees_server_and_model_live_and_ready(server: tuple[RunningServer, str]) -> None:
     """tritonclient reports the server live and ready and the served model ready; another name is not."""
     running, name = server
@@ -52,6 +53,7 @@ def test_tritonclient_sees_server_and_model_live_and_ready(server: tuple[Running
     assert "binary_tensor_data" in metadata["extensions"]
 
 
+@pytest.mark.slow
 def test_tritonclient_model_metadata_gives_tensors_and_class_order(server: tuple[RunningServer, str]) -> None:
     """Model metadata names the [N, 4] input, both outputs and the class order predict indexes into."""
     running, name = server
@@ -65,6 +67,7 @@ def test_tritonclient_model_metadata_gives_tensors_and_class_order(server: tuple
     assert not _client(running).is_model_ready(name, model_version="not-a-version")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("binary", [pytest.param(False, id="json"), pytest.param(True, id="binary")])
 @pytest.mark.parametrize("dtype", ["FP32", "FP64"])
 def test_tritonclient_infer_matches_predict(server: tuple[RunningServer, str], binary: bool, dtype: str) -> None:
@@ -88,6 +91,7 @@ def test_tritonclient_infer_matches_predict(server: tuple[RunningServer, str], b
     np.testing.assert_allclose(probabilities, expected, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_tritonclient_default_outputs_are_binary_and_complete(server: tuple[RunningServer, str]) -> None:
     """Without an outputs list tritonclient asks for binary data; both outputs come back."""
     running, name = server
@@ -98,6 +102,7 @@ def test_tritonclient_default_outputs_are_binary_and_complete(server: tuple[Runn
     assert result.as_numpy("predict_proba").shape == (2, 3)
 
 
+@pytest.mark.slow
 def test_tritonclient_only_requested_output_is_returned(server: tuple[RunningServer, str]) -> None:
     """Asking for predict_proba alone returns it alone."""
     running, name = server
@@ -110,6 +115,7 @@ def test_tritonclient_only_requested_output_is_returned(server: tuple[RunningSer
     assert result.as_numpy("predict") is None
 
 
+@pytest.mark.slow
 def test_tritonclient_errors_for_wrong_model_and_bad_values(server: tuple[RunningServer, str]) -> None:
     """Another model's name is a 404; a negative value is a 400 naming the feature; both via tritonclient."""
     running, name = server
@@ -214,6 +220,7 @@ def test_v2_version_paths_and_unknown_version(http: TestClient) -> None:
     assert http.get("/v2/health/ready").json() == {"ready": True}
 
 
+@pytest.mark.slow
 def test_readme_tritonclient_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     """The README's tritonclient snippet runs as written against the real server."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
