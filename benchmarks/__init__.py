@@ -1,1 +1,26 @@
-"""The benchmark harness of issue 4: in-process latency, HTTP load with wrk, peers, results and the README table."""
+"""The benchmark harness of issue 4: in-process latency, HTTP load with wrk, peers, results and the README table.
+
+``python -m benchmarks.run`` measures and writes a results folder; ``python -m benchmarks.readme`` turns the latest
+ones into the README's performance section. The modules, in the order a run uses them:
+
+- ``plan``: how long and hard a run measures (``Mode``) and which servers it starts, with which endpoints.
+- ``machine``: what the numbers were measured on (CPU, kernel, library versions, registry artifacts).
+- ``inprocess``: in-process latency of every predictor, without HTTP.
+- ``servers``: how each server under load is started (the ceiling, the tutorial baseline, ours).
+- ``peers``: MLServer as a peer: its venv, its model repository for our artifacts, how it is started.
+- ``processes``: start a server process, wait until it is ready, read its memory, stop it.
+- ``client``: one HTTP request on a fresh connection (readiness polls, answer checks, probes).
+- ``endpoints``: the request bodies and the routes under load, with what a good answer holds.
+- ``probes``: what a user of ours can do, tried on the peer.
+- ``load``: closed-loop HTTP load with wrk and the harness's Lua script.
+- ``collector``: load each planned server's endpoints and collect the rows of results.json.
+- ``ratios``, ``targets``, ``tables``, ``report``, ``figures``: results.json's ratios, issue 4's targets, Markdown
+  tables, results.md and the PNG figures.
+- ``readme``: the README's performance section.
+- ``apps``: the reference servers (the ceiling and the tutorial baseline).
+"""
+
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPOSITORY / "benchmarks" / "results"

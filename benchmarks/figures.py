@@ -10,7 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after use("Agg"): there is no display
 
-from benchmarks.report import LATENCIES, server_label
+from benchmarks.ratios import LATENCIES
+from benchmarks.tables import server_label
 
 
 def _series_label(row: dict[str, Any]) -> str:

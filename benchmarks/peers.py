@@ -1,4 +1,4 @@
-"""MLServer as a peer: its own venv under .peers/, model settings for the registry's artifacts, capability probes.
+"""MLServer as a peer: its own venv under .peers/, a model repository for the registry's artifacts, its spec.
 
 ``python -m benchmarks.peers pins`` prints the library pins its venv needs to unpickle our artifacts.
 """
@@ -6,24 +6,22 @@
 from __future__ import annotations
 
 import json
-import struct
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import joblib
 import numpy as np
 
-from benchmarks.servers import HOST, REPOSITORY, RunningServer, ServerSpec, free_port, http_request
+from benchmarks import REPOSITORY
+from benchmarks.servers import HOST, ServerSpec, free_port
 from ml_production_service.configs import ModelType
 from ml_production_service.features import engineer_features
 from ml_production_service.manifest import installed_library_versions
 from ml_production_service.registry import ARTIFACT_FILE, model_dir, read_manifest
 
 MLSERVER_VENV = REPOSITORY / ".peers" / "mlserver"
-MLSERVER_VERSION = "1.7.1"
 PIN_LIBRARIES = {"scikit-learn": "scikit-learn", "xgboost": "xgboost-cpu", "numpy": "numpy", "joblib": "joblib"}
 """Library in the manifest -> the distribution to pin in MLServer's venv (xgboost-cpu: no CUDA download)."""
 
@@ -58,7 +56,7 @@ def mlserver_bin(venv: Path = MLSERVER_VENV) -> Path:
     return venv / "bin" / "mlserver"
 
 
-def mlserver_versions(venv: Path = MLSERVER_VENV) -> dict[str, str]:
+def mlserver_versions(venv: Path = MLSERVER_VENV) -> dict[str, str | None]:
     """Versions of what the peer venv serves with (asked from its own interpreter)."""
     code = (
         "import importlib.metadata as m, json, sys\n"
@@ -73,28 +71,16 @@ def mlserver_versions(venv: Path = MLSERVER_VENV) -> dict[str, str]:
     completed = subprocess.run(  # noqa: S603
         [str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, check=True
     )
-    versions: dict[str, str] = json.loads(completed.stdout)
+    versions: dict[str, str | None] = json.loads(completed.stdout)
     return versions
 
 
-@dataclass(frozen=True)
-class PeerModel:
-    """One MLServer model folder: which runtime, and the body its V2 endpoint takes for our single row."""
-
-    name: str
-    runtime: str
-    model_uri: Path
-    version: str
-    note: str
-
-
-def write_repository(
-    root: Path, model: ModelType, runtime: str, registry_dir: Path, parallel_workers: int
-) -> PeerModel:
+def write_repository(root: Path, model: ModelType, runtime: str, registry_dir: Path, parallel_workers: int) -> Path:
     """An MLServer repository serving one of our artifacts: settings.json plus ``<model>/model-settings.json``.
 
     ``runtime`` is ``sklearn`` (the joblib Pipeline itself) or ``xgboost`` (the Pipeline's XGBClassifier exported
-    as a Booster JSON: it sees the 8 engineered features, so the client must compute them).
+    as a Booster JSON: it sees the 8 engineered features, so the client must compute them). Returns the file
+    MLServer loads.
     """
     root.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(registry_dir, model)
@@ -104,13 +90,11 @@ def write_repository(
     if runtime == "sklearn":
         uri = artifact
         implementation = "mlserver_sklearn.SKLearnModel"
-        note = "the registry's joblib Pipeline, loaded by MLServer (no sha256 check)"
     else:
         pipeline = joblib.load(artifact)
         uri = folder / "model.json"
         pipeline[-1].save_model(uri)
         implementation = "mlserver_xgboost.XGBoostModel"
-        note = "the Pipeline's XGBClassifier as a Booster JSON; the client sends the 8 engineered features"
     model_settings = {
         "name": model.value,
         "implementation": implementation,
@@ -126,14 +110,14 @@ def write_repository(
         "load_models_at_startup": True,
     }
     (root / "settings.json").write_text(json.dumps(settings, indent=2))
-    return PeerModel(model.value, runtime, uri, manifest.version, note)
+    return uri
 
 
 def mlserver_spec(
     root: Path, model: ModelType, runtime: str, registry_dir: Path, parallel_workers: int, venv: Path = MLSERVER_VENV
 ) -> ServerSpec:
     """``mlserver start`` on free ports of 127.0.0.1 (HTTP, gRPC, metrics), ready when its model is."""
-    peer = write_repository(root, model, runtime, registry_dir, parallel_workers)
+    write_repository(root, model, runtime, registry_dir, parallel_workers)
     port = free_port()
     env = {
         "MLSERVER_HOST": HOST,
@@ -144,7 +128,7 @@ def mlserver_spec(
         "PYTHONPATH": str(REPOSITORY),
     }
     name = "mlserver" if runtime == "sklearn" else "mlserver-xgboost-runtime"
-    settings: dict[str, Any] = {"runtime": peer.runtime, "parallel_workers": parallel_workers}
+    settings: dict[str, Any] = {"runtime": runtime, "parallel_workers": parallel_workers}
     if runtime == "xgboost":
         # The runtime loads the Booster with n_jobs unset: an OpenMP thread per core for every one-row predict,
         # 1-20 ms on 2 busy cores instead of ~0.2 ms. Our pickles carry n_jobs=1; give it the same.
@@ -162,52 +146,9 @@ def mlserver_spec(
     )
 
 
-def v2_body(row: list[float], outputs: tuple[str, ...] = ("predict_proba",)) -> bytes:
-    """A V2 JSON request for one row; asks only for ``outputs`` (MLServer calls the model once per output)."""
-    request: dict[str, Any] = {
-        "inputs": [{"name": "input-0", "shape": [1, len(row)], "datatype": "FP64", "data": row}],
-        "outputs": [{"name": name} for name in outputs],
-    }
-    return json.dumps(request).encode()
-
-
 def engineered_row(row: list[float]) -> list[float]:
     """The 8 columns the xgboost runtime's Booster expects for one raw row (the Pipeline's first step)."""
     return [float(value) for value in engineer_features(np.asarray([row]))[0]]
-
-
-def binary_v2_request(row: list[float]) -> tuple[bytes, dict[str, str]]:
-    """The same request with the binary tensor data extension, as tritonclient sends it by default."""
-    header = {
-        "inputs": [
-            {"name": "input-0", "shape": [1, len(row)], "datatype": "FP64", "parameters": {"binary_data_size": 32}}
-        ],
-        "outputs": [{"name": "predict_proba", "parameters": {"binary_data": False}}],
-    }
-    json_part = json.dumps(header).encode()
-    body = json_part + struct.pack(f"<{len(row)}d", *row)
-    return body, {"Inference-Header-Content-Length": str(len(json_part))}
-
-
-def probe_capabilities(server: RunningServer, row: list[float]) -> list[dict[str, Any]]:
-    """What a user of ours can do, tried on the peer: each probe's status and whether it worked."""
-    model = server.spec.model
-    body, headers = binary_v2_request(row)
-    named = json.dumps(dict(zip(("sepal_length", "sepal_width", "petal_length", "petal_width"), row, strict=True)))
-    probes = [
-        ("V2 infer, JSON tensor FP64 [1, 4]", f"/v2/models/{model}/infer", v2_body(row), {}),
-        ("V2 infer, binary tensor data extension (tritonclient's default)", f"/v2/models/{model}/infer", body, headers),
-        ("named-feature JSON /predict", "/predict", named.encode(), {}),
-        ("V2 infer, input out of range (-1 cm)", f"/v2/models/{model}/infer", v2_body([-1.0, *row[1:]]), {}),
-    ]
-    results = []
-    for name, path, payload, extra in probes:
-        try:
-            status, answer = http_request(server.spec.url, path, payload, extra)
-        except OSError as error:
-            status, answer = 0, str(error).encode()
-        results.append({"probe": name, "status": status, "answer": answer[:200].decode("utf-8", "replace")})
-    return results
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import (
+from benchmarks import REPOSITORY, RESULTS_DIR
+from benchmarks.ratios import ratio
+from benchmarks.tables import (
     REFERENCE_CONCURRENCY,
     TAIL_CONCURRENCY,
     find_http,
@@ -20,17 +22,17 @@ from benchmarks.report import (
     machine_line,
     ms,
     num,
-    ratio,
+    served_path,
     server_label,
     table,
-    targets_table,
     times,
     versions_line,
 )
+from benchmarks.targets import targets_table
 
-REPOSITORY = Path(__file__).resolve().parent.parent
-RESULTS_DIR = REPOSITORY / "benchmarks" / "results"
 README = REPOSITORY / "README.md"
+TableLine = list[str] | None
+"""A line of a README table, None for a server the run did not measure."""
 START_MARKER = "<!-- perf-table:start -->"
 END_MARKER = "<!-- perf-table:end -->"
 
@@ -63,26 +65,22 @@ def readme_section(bench: dict[str, Any] | None, peers: dict[str, Any] | None, f
         "",
     ]
     if bench is not None:
-        lines += [
-            f"**In-process and `/predict`** (`{bench['command']}`, {bench['started_at']}, "
-            f"`{_relative(folders['bench'])}`):",
-            "",
-        ]
-        lines += _readme_bench_rows(bench)
-        lines.append("")
+        lines += [_source("In-process and `/predict`", bench, folders["bench"]), "", *_readme_bench_rows(bench), ""]
     if peers is not None:
-        lines += [
-            f"**Against MLServer** (`{peers['command']}`, {peers['started_at']}, "
-            f"`{_relative(folders['peers'])}`; MLServer venv: {versions_line(peers['versions_mlserver'])}):",
-            "",
-        ]
-        lines += _readme_peer_rows(peers)
+        mlserver = f"MLServer venv: {versions_line(peers['versions_mlserver'])}"
+        lines += [_source("Against MLServer", peers, folders["peers"], mlserver), "", *_readme_peer_rows(peers)]
         lines += ["", "What the peer could not do, or needed:", ""]
         lines += [f"- {probe}" for probe in _probe_summary(peers)]
         lines += [f"- {note}" for note in peers.get("peer_notes", [])]
         lines.append("")
     lines += ["**Targets** (issue 4):", "", *targets_table(bench, peers), ""]
     return "\n".join(lines)
+
+
+def _source(title: str, results: dict[str, Any], folder: Path, extra: str = "") -> str:
+    """A table's bold title, with the command, time and folder of the run it comes from."""
+    tail = f"; {extra}" if extra else ""
+    return f"**{title}** (`{results['command']}`, {results['started_at']}, `{_relative(folder)}`{tail}):"
 
 
 def _relative(path: Path) -> str:
@@ -93,61 +91,34 @@ def _readme_bench_rows(bench: dict[str, Any]) -> list[str]:
     keyed = {(r["model"], r["path"], r["kind"]): r for r in bench.get("inprocess") or []}
     servers = {(s["server"], s["model"]): s for s in bench.get("servers", [])}
     c, tail = REFERENCE_CONCURRENCY, TAIL_CONCURRENCY
-    rows = []
-    ceiling = find_http(bench, "ceiling", None, "constant", c)
-    if ceiling is not None:
-        rows.append(
-            [
-                "ceiling (raw ASGI)",
-                "–",
-                "–",
-                num(ceiling["rows_per_s"]),
-                "1.00×",
-                "–",
-                ms(get(find_http(bench, "ceiling", None, "constant", tail), "latency_ms", "p99")),
-                "–",
-                "–",
-                num(get(servers.get(("ceiling", None)), "rss_mb")),
-            ]
-        )
+
+    def p50(model: str | None, path: str | None) -> str:
+        return num(get(keyed.get((model, path, "single")), "p50_us"), 1)
+
+    def row(
+        label: str, server: str, model: str | None, endpoint: str, paths: tuple[str | None, str | None]
+    ) -> TableLine:
+        """One server's line; ``paths`` are its in-process served and original paths (None: a dash)."""
+        measured = find_http(bench, server, model, endpoint, c)
+        if measured is None:
+            return None
+        return [
+            label,
+            p50(model, paths[0]),
+            p50(model, paths[1]),
+            num(measured["rows_per_s"]),
+            times(get(measured, "vs_ceiling", "throughput")),
+            times(get(measured, "vs_baseline", "throughput")),
+            ms(get(find_http(bench, server, model, endpoint, tail), "latency_ms", "p99")),
+            num(get(find_http(bench, server, model, "/predict/batch", c), "rows_per_s")),
+            num(get(find_http(bench, server, model, "v2 infer", c), "rows_per_s")),
+            num(get(servers.get((server, model)), "rss_mb")),
+        ]
+
+    rows = [row("ceiling (raw ASGI)", "ceiling", None, "constant", (None, None))]
     for model in bench["settings"]["models"]:
-        base = find_http(bench, "baseline", model, "/predict", c)
-        ours = find_http(bench, "ours", model, "/predict", c)
-        fast_path = "served" if model == "heuristic" else "fast"
-        single = keyed.get((model, fast_path, "single"))
-        original = keyed.get((model, "original", "single"))
-        if base is not None:
-            rows.append(
-                [
-                    f"baseline {model}",
-                    num(get(keyed.get((model, "baseline", "single")), "p50_us"), 1),
-                    "–",
-                    num(base["rows_per_s"]),
-                    times(get(base, "vs_ceiling", "throughput")),
-                    "1.00×",
-                    ms(get(find_http(bench, "baseline", model, "/predict", tail), "latency_ms", "p99")),
-                    "–",
-                    "–",
-                    num(get(servers.get(("baseline", model)), "rss_mb")),
-                ]
-            )
-        if ours is not None:
-            batch = find_http(bench, "ours", model, "/predict/batch", c)
-            v2 = find_http(bench, "ours", model, "v2 infer", c)
-            rows.append(
-                [
-                    f"**ours {model}**",
-                    num(get(single, "p50_us"), 1),
-                    num(get(original, "p50_us"), 1),
-                    num(ours["rows_per_s"]),
-                    times(get(ours, "vs_ceiling", "throughput")),
-                    times(get(ours, "vs_baseline", "throughput")),
-                    ms(get(find_http(bench, "ours", model, "/predict", tail), "latency_ms", "p99")),
-                    num(get(batch, "rows_per_s")),
-                    num(get(v2, "rows_per_s")),
-                    num(get(servers.get(("ours", model)), "rss_mb")),
-                ]
-            )
+        rows.append(row(f"baseline {model}", "baseline", model, "/predict", ("baseline", None)))
+        rows.append(row(f"**ours {model}**", "ours", model, "/predict", (served_path(model), "original")))
     header = [
         "server, model",
         "1 row p50 µs",
@@ -160,7 +131,7 @@ def _readme_bench_rows(bench: dict[str, Any]) -> list[str]:
         f"V2 req/s c={c}",
         "RSS MB",
     ]
-    return table(header, rows)
+    return table(header, (r for r in rows if r is not None))
 
 
 def _readme_peer_rows(peers: dict[str, Any]) -> list[str]:
@@ -217,7 +188,7 @@ def update_readme(section: str, readme: Path = README) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Write the README's performance section from the latest results."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.readme", description=__doc__)
     parser.add_argument("--bench", type=Path, help="results folder of make bench (default: the latest full one)")
     parser.add_argument("--peers", type=Path, help="results folder of make bench-peers (default: the latest)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)

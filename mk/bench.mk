@@ -8,17 +8,12 @@ MLSERVER_VERSION := 1.7.1
 BENCH_FLAGS ?=
 
 bench-wrk: ## Install wrk (Debian's package) when missing and root; otherwise stop with the command to run
-	@command -v wrk >/dev/null 2>&1 && exit 0; \
-	if [ "$$(id -u)" != 0 ]; then \
-		echo "wrk is missing; run as root: apt-get update && apt-get install -y wrk" >&2; exit 1; \
-	fi; \
-	echo "installing wrk"; \
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk
+	@$(MAKE) --no-print-directory system-tools SYSTEM_TOOLS=wrk:wrk
 
-bench: $(VENV_STAMP) bench-wrk ## In-process and HTTP benchmark (~7 min), results in benchmarks/results/<timestamp>/
+bench: $(VENV_STAMP) bench-wrk ## In-process and HTTP benchmark (~5 min), results in benchmarks/results/<timestamp>/
 	BENCH_COMMAND="make bench" $(RUN) python -m benchmarks.run $(BENCH_FLAGS)
 
-bench-quick: $(VENV_STAMP) ## The benchmark in seconds with tiny counts (proves the harness; asserts no speed)
+bench-quick: $(VENV_STAMP) bench-wrk ## The benchmark with tiny counts, ~1.5 min (proves the harness; asserts no speed)
 	BENCH_COMMAND="make bench-quick" $(RUN) python -m benchmarks.run --quick $(BENCH_FLAGS)
 
 # MLServer pins older FastAPI/Starlette: it gets its own venv, with our artifacts' exact scikit-learn/xgboost/numpy

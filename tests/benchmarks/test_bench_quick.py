@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import load, peers, readme, run, servers
-from ml_production_service.configs import DEFAULT_REGISTRY_DIR, ModelType
+from benchmarks import endpoints, load, probes, processes, readme, run, servers
 
 pytestmark = pytest.mark.slow
 
@@ -119,27 +118,18 @@ def test_latest_picks_the_newest_results_of_a_kind(quick_run: tuple[int, Path, d
     assert readme.latest("bench", tmp_path, "full") is None
 
 
-@pytest.mark.parametrize("runtime", ["sklearn", "xgboost"])
-def test_mlserver_repository_serves_the_registry_artifact(runtime: str, tmp_path: Path) -> None:
-    """The MLServer model settings point at the registry's joblib, or at a Booster exported from it."""
-    spec = peers.mlserver_spec(tmp_path, ModelType.XGBOOST, runtime, DEFAULT_REGISTRY_DIR, 1)
-    settings = json.loads((tmp_path / "settings.json").read_text())
-    model = json.loads((tmp_path / "xgboost" / "model-settings.json").read_text())
-    assert settings["parallel_workers"] == 1 and settings["metrics_endpoint"] is None
-    assert Path(model["parameters"]["uri"]).is_file()
-    assert model["implementation"].startswith(f"mlserver_{runtime}.")
-    assert spec.env["MLSERVER_HOST"] == "127.0.0.1" and spec.ready_path == "/v2/models/xgboost/ready"
-
-
-def test_python_load_generator_reports_what_wrk_reports(tmp_path: Path) -> None:
-    """Without wrk, the asyncio fallback loads a server and returns the same summary fields as the wrk script."""
-    with servers.running(servers.ceiling_spec(), tmp_path) as server:
-        request = load.Request("/predict", run.single_json())
-        fallback = load.run_python_load(server.spec.url, request, concurrency=4, duration_s=0.5)
-        reference = load.run_wrk(server.spec.url, request, concurrency=4, duration_s=1) if load.wrk_path() else None
-    assert fallback["requests"] > 0 and sum(fallback["errors"].values()) == 0
-    assert 0 < fallback["latency_us"]["p50"] <= fallback["latency_us"]["p99.9"]
-    if reference is not None:
-        assert fallback.keys() == reference.keys()
-        assert fallback["latency_us"].keys() == reference["latency_us"].keys()
-        assert fallback["errors"].keys() == reference["errors"].keys()
+def test_wrk_sends_the_body_and_headers_and_the_probes_are_well_formed(tmp_path: Path) -> None:
+    """Through the Lua script wrk POSTs the body with its headers (a binary V2 request fails without its header);
+    our server accepts every capability probe but the out-of-range row, so a peer's refusal is the peer's."""
+    body, headers = probes.binary_v2_request(endpoints.ROW)
+    path = f"/v2/models/{MODEL}/infer"
+    with processes.running(servers.ours_spec(MODEL), tmp_path) as server:
+        with_headers = load.run_load(server.spec.url, load.Request(path, body, headers), concurrency=2, duration_s=1)
+        without = load.run_load(server.spec.url, load.Request(path, body), concurrency=2, duration_s=1)
+        answers = {r["probe"]: r["status"] for r in probes.probe_capabilities(server.spec.url, MODEL, endpoints.ROW)}
+    assert with_headers["requests"] > 0 and sum(with_headers["errors"].values()) == 0
+    assert set(with_headers["latency_us"]) == {"min", "mean", "stdev", "max", "p50", "p90", "p99", "p99.9"}
+    assert without["requests"] > 0 and without["errors"]["status"] == without["requests"]
+    out_of_range = "V2 infer, input out of range (-1 cm)"
+    assert 400 <= answers.pop(out_of_range) < 500
+    assert set(answers.values()) == {200} and len(answers) == 3

@@ -1,0 +1,88 @@
+"""What one run measures: how long and how hard (``Mode``), and which servers it starts with which endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from benchmarks import peers
+from benchmarks.endpoints import ROW, Endpoint, baseline_endpoints, ceiling_endpoints, ours_endpoints, v2_endpoint
+from benchmarks.inprocess import Budget
+from benchmarks.servers import ServerSpec, baseline_spec, ceiling_spec, ours_spec
+from ml_production_service.configs import ModelType
+
+FITTED = [ModelType.DECISION_TREE, ModelType.RANDOM_FOREST, ModelType.XGBOOST]
+"""The models with a registry artifact, which MLServer can serve."""
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How long and how hard one run measures."""
+
+    name: str
+    duration_s: int
+    warmup_s: int
+    concurrency: tuple[int, ...]
+    batch_rows: int
+    single: Budget
+    batch: Budget
+
+
+FULL = Mode(
+    "full",
+    duration_s=5,
+    warmup_s=1,
+    concurrency=(1, 8, 64),
+    batch_rows=100,
+    single=Budget(calls=3000, seconds=3.0, floor=200, warmup=100),
+    batch=Budget(calls=300, seconds=3.0, floor=20, warmup=5),
+)
+QUICK = Mode(
+    "quick",
+    duration_s=1,
+    warmup_s=0,
+    concurrency=(1, 8),
+    batch_rows=10,
+    single=Budget(calls=50, seconds=0.5, floor=10, warmup=5),
+    batch=Budget(calls=5, seconds=0.5, floor=2, warmup=1),
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One server to measure: how to build its spec (ports are picked just before it starts), its endpoints, and
+    whether to probe what it can do."""
+
+    build: Callable[[], ServerSpec]
+    endpoints: list[Endpoint]
+    probe: bool = False
+
+
+def bench_plan(mode: Mode, models: list[ModelType], registry_dir: Path) -> list[Step]:
+    """make bench: the ceiling, then the baseline and ours for every model."""
+    plan = [Step(ceiling_spec, ceiling_endpoints())]
+    plan += [Step(partial(baseline_spec, m.value, registry_dir), baseline_endpoints()) for m in models]
+    plan += [Step(partial(ours_spec, m.value), ours_endpoints(m.value, mode.batch_rows)) for m in models]
+    return plan
+
+
+def peers_plan(mode: Mode, models: list[ModelType], registry_dir: Path, work: Path, venv: Path) -> list[Step]:
+    """make bench-peers: the ceiling; per fitted model the baseline, our V2 (fast and joblib) and MLServer's."""
+    plan = [Step(ceiling_spec, ceiling_endpoints())]
+    variants = [0, 1] if mode.name == "full" else [1]
+    for model in (m for m in models if m in FITTED):
+        name = model.value
+        plan.append(Step(partial(baseline_spec, name, registry_dir), baseline_endpoints()))
+        plan.append(Step(partial(ours_spec, name), [v2_endpoint(name)]))
+        plan.append(Step(partial(ours_spec, name, "ours-joblib", MPS_FAST_PATH="false"), [v2_endpoint(name)]))
+        for workers in variants:
+            root = work / f"mlserver-{name}-sklearn-pw{workers}"
+            spec = partial(peers.mlserver_spec, root, model, "sklearn", registry_dir, workers, venv)
+            plan.append(Step(spec, [v2_endpoint(name)], probe=workers == 1))
+        if model == ModelType.XGBOOST:
+            root = work / f"mlserver-{name}-xgboost-pw1"
+            spec = partial(peers.mlserver_spec, root, model, "xgboost", registry_dir, 1, venv)
+            plan.append(Step(spec, [v2_endpoint(name, peers.engineered_row(ROW))]))
+    return plan

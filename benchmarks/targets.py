@@ -1,0 +1,73 @@
+"""Issue 4's targets: what a run measured against each goal, and whether it was met (or by how much it was missed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.ratios import ratio
+from benchmarks.tables import REFERENCE_CONCURRENCY, TAIL_CONCURRENCY, find_http, get, served_path, table
+
+
+def _best_mlserver(results: dict[str, Any], model: str, c: int) -> dict[str, Any] | None:
+    """MLServer's fastest variant on the same model and body (the conservative comparison)."""
+    candidates = [
+        r
+        for r in results.get("http", [])
+        if r["server"].startswith("mlserver")
+        and r["model"] == model
+        and r["concurrency"] == c
+        and r["error_count"] == 0
+    ]
+    return max(candidates, key=lambda r: r["rows_per_s"], default=None)
+
+
+def _ms_of(row: dict[str, Any] | None) -> float | None:
+    value = get(row, "p50_us")
+    return value / 1000 if value is not None else None
+
+
+def targets(bench: dict[str, Any] | None, peers: dict[str, Any] | None) -> list[list[str]]:
+    """Each target: its name, what was measured, the goal, and met or missed by how much."""
+    rows: list[list[str]] = []
+
+    def add(name: str, measured: float | None, goal: float, unit: str, higher_is_better: bool) -> None:
+        goal_text = f"{'≥' if higher_is_better else '≤'} {goal:g}{'×' if unit == '×' else ' ' + unit}"
+        if measured is None:
+            rows.append([name, "not measured", goal_text, "–"])
+            return
+        met = measured >= goal if higher_is_better else measured <= goal
+        factor = measured / goal if higher_is_better else goal / measured
+        verdict = "met" if met else f"missed ({factor:.2f} of the target)"
+        value = f"{measured:,.2f}×" if unit == "×" else f"{measured:,.2f} {unit}"
+        rows.append([name, value, goal_text, verdict])
+
+    if bench is not None:
+        keyed = {(r["model"], r["path"], r["kind"]): r for r in bench.get("inprocess") or []}
+        models = bench["settings"]["models"]
+        for model in models:
+            path = served_path(model)
+            add(f"{model}: in-process 1 row p50", get(keyed.get((model, path, "single")), "p50_us"), 25, "µs", False)
+            add(f"{model}: in-process 1,000 rows p50", _ms_of(keyed.get((model, path, "batch"))), 3, "ms", False)
+        for model in models:
+            row = find_http(bench, "ours", model, "/predict", REFERENCE_CONCURRENCY)
+            add(f"{model}: /predict c=8 ×ceiling", get(row, "vs_ceiling", "throughput"), 0.25, "×", True)
+            if model == "heuristic":
+                add("heuristic: /predict c=8 ×baseline", get(row, "vs_baseline", "throughput"), 1, "×", True)
+            if model == "random_forest":
+                add("random_forest: /predict c=8 ×baseline", get(row, "vs_baseline", "throughput"), 10, "×", True)
+            tail = find_http(bench, "ours", model, "/predict", TAIL_CONCURRENCY)
+            add(f"{model}: /predict p99 at c=64", get(tail, "latency_ms", "p99"), 10, "ms", False)
+    if peers is not None:
+        for model in peers["settings"]["models"]:
+            if model == "heuristic":
+                continue
+            ours = find_http(peers, "ours", model, "v2 infer", REFERENCE_CONCURRENCY)
+            theirs = _best_mlserver(peers, model, REFERENCE_CONCURRENCY)
+            factor = ratio(get(ours, "rows_per_s"), get(theirs, "rows_per_s"))
+            add(f"{model}: V2 infer c=8 ×MLServer (its best variant)", factor, 5, "×", True)
+    return rows
+
+
+def targets_table(bench: dict[str, Any] | None, peers: dict[str, Any] | None) -> list[str]:
+    """The targets as a Markdown table."""
+    return table(["target", "measured", "goal", "verdict"], targets(bench, peers))
