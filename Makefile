@@ -7,7 +7,7 @@ PYTHON ?= python3
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
-RUN := $(UV) run --locked
+UV_RUN := $(UV) run --locked
 VENV_STAMP := .venv/.synced
 API_URL ?= http://127.0.0.1:$(or $(MPS_API_PORT),8000)
 
@@ -32,39 +32,39 @@ environment-sync: uv ## Re-sync .venv with uv.lock
 	@touch $(VENV_STAMP)
 
 format: $(VENV_STAMP) ## Format and auto-fix the code
-	$(RUN) ruff format .
-	$(RUN) ruff check --fix .
+	$(UV_RUN) ruff format .
+	$(UV_RUN) ruff check --fix .
 
 lint: $(VENV_STAMP) ## ruff check and format check
-	$(RUN) ruff check .
-	$(RUN) ruff format --check .
+	$(UV_RUN) ruff check .
+	$(UV_RUN) ruff format --check .
 
 type-check: $(VENV_STAMP) ## mypy --strict on the package
-	$(RUN) mypy
+	$(UV_RUN) mypy
 
 validate-branch: lint type-check ## Everything a branch must pass before merge: lint, format, types
 
 unit-test: $(VENV_STAMP) ## Unit tests
-	$(RUN) pytest tests/unit
+	$(UV_RUN) pytest tests/unit
 
 functional-test: $(VENV_STAMP) ## Functional tests through HTTP
-	$(RUN) pytest tests/functional
+	$(UV_RUN) pytest tests/functional
 
 test-fast: $(VENV_STAMP) ## The tests that need no root, no system tool and no server process (under a minute)
-	$(RUN) pytest -m "not slow" -q
+	$(UV_RUN) pytest -m "not slow" -q
 
 all-test: $(VENV_STAMP) system-tools ## The whole test suite with the branch-coverage gate (95%); installs Debian tools (root)
-	$(RUN) pytest --cov --cov-report=term
+	$(UV_RUN) pytest --cov --cov-report=term
 
 all-test-validate-branch: validate-branch all-test ## validate-branch, then all-test
 
 api-run: $(VENV_STAMP) ## Serve the API (MPS_MODEL_TYPE, MPS_API_HOST, MPS_API_PORT, ... are honoured)
-	$(RUN) python -m ml_production_service
+	$(UV_RUN) python -m ml_production_service
 
 serve: api-run ## Production server: exactly the container's command (MPS_WORKERS workers)
 
 api-validate: $(VENV_STAMP) ## Post the 150 iris rows to a running server (API_URL) and print the accuracy
-	$(RUN) python scripts/api_validate.py --url $(API_URL)
+	$(UV_RUN) python scripts/api_validate.py --url $(API_URL)
 
 
 # Research (issue: research pipeline), deployment and benchmarks live in their own fragments.

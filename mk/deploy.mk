@@ -43,18 +43,18 @@ service-stop: ## Stop the A/B stack and remove its containers
 	SERVICE_IMAGE=$(IMAGE):$(IMAGE_TAG) $(COMPOSE) down
 
 service-validate: $(VENV_STAMP) ## Check a started stack: accuracy on each variant, then the router's observed split
-	$(RUN) python deploy/ab_check.py --url $(ROUTER_URL) --wait 60 --requests 0
-	$(RUN) python scripts/api_validate.py --url http://127.0.0.1:8001
-	$(RUN) python scripts/api_validate.py --url http://127.0.0.1:8002
-	$(RUN) python deploy/ab_check.py --url $(ROUTER_URL) --requests 200
+	$(UV_RUN) python deploy/ab_check.py --url $(ROUTER_URL) --wait 60 --requests 0
+	$(UV_RUN) python scripts/api_validate.py --url http://127.0.0.1:8001
+	$(UV_RUN) python scripts/api_validate.py --url http://127.0.0.1:8002
+	$(UV_RUN) python deploy/ab_check.py --url $(ROUTER_URL) --requests 200
 
 service-quick-start: service-build service-start service-validate ## Build, start and validate the A/B stack
 
 deploy-lint: $(VENV_STAMP) ## hadolint on the Dockerfile, docker-compose config, and k8s-validate
-	$(RUN) hadolint Dockerfile
+	$(UV_RUN) hadolint Dockerfile
 	$(COMPOSE) --file docker-compose.yml config --quiet
 	@$(MAKE) --no-print-directory k8s-validate
 
 k8s-validate: $(VENV_STAMP) ## kubernetes-validate --strict on k8s/, the KServe InferenceService on its schema
-	$(RUN) kubernetes-validate --strict $(addprefix -k ,$(K8S_VERSIONS)) $(K8S_MANIFESTS)
-	$(RUN) python deploy/validate_kserve.py $(addprefix -k ,$(K8S_VERSIONS)) $(KSERVE_MANIFESTS)
+	$(UV_RUN) kubernetes-validate --strict $(addprefix -k ,$(K8S_VERSIONS)) $(K8S_MANIFESTS)
+	$(UV_RUN) python deploy/validate_kserve.py $(addprefix -k ,$(K8S_VERSIONS)) $(KSERVE_MANIFESTS)

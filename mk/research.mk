@@ -1,44 +1,41 @@
 # Research targets: experiments, reports, gated promotion and rollback (research/experiments).
-# `make promote MODEL=<type> RUN=<run-id>` overrides the Makefile's RUN on the command line, so these
-# recipes call uv through RESEARCH_PYTHON, never through $(RUN).
 .PHONY: eval-heuristic train-decision-tree train-random-forest train-xgboost train-all run-all-experiments \
 	promote rollback compare research-report readme-model-table
 
-RESEARCH_PYTHON := $(UV) run --locked python
 JOBS ?= 1
 RESEARCH_FORCE = $(if $(filter 1 true yes,$(FORCE)),--force)
-RESEARCH_RUN_ID = $(or $(RUN_ID),$(if $(filter command line,$(origin RUN)),$(RUN)))
+RESEARCH_RUN_ID = $(or $(RUN_ID),$(RUN))
 
 eval-heuristic: $(VENV_STAMP) ## Run the heuristic through the research protocol, then promote its manifest (gated)
-	$(RESEARCH_PYTHON) -m research.experiments.heuristic --promote --jobs $(JOBS) $(RESEARCH_FORCE)
+	$(UV_RUN) python -m research.experiments.heuristic --promote --jobs $(JOBS) $(RESEARCH_FORCE)
 
 train-decision-tree: $(VENV_STAMP) ## Validate (LOOCV, 10x10 CV, nested CV), fit on all rows, promote (gated; FORCE=1)
-	$(RESEARCH_PYTHON) -m research.experiments.decision_tree --promote --jobs $(JOBS) $(RESEARCH_FORCE)
+	$(UV_RUN) python -m research.experiments.decision_tree --promote --jobs $(JOBS) $(RESEARCH_FORCE)
 
 train-random-forest: $(VENV_STAMP) ## Validate (LOOCV, 10x10 CV, OOB, nested CV), fit on all rows, promote (gated)
-	$(RESEARCH_PYTHON) -m research.experiments.random_forest --promote --jobs $(JOBS) $(RESEARCH_FORCE)
+	$(UV_RUN) python -m research.experiments.random_forest --promote --jobs $(JOBS) $(RESEARCH_FORCE)
 
 train-xgboost: $(VENV_STAMP) ## Validate (LOOCV, 10x10 CV, nested CV), fit on all rows (no early stopping), promote
-	$(RESEARCH_PYTHON) -m research.experiments.xgboost_model --promote --jobs $(JOBS) $(RESEARCH_FORCE)
+	$(UV_RUN) python -m research.experiments.xgboost_model --promote --jobs $(JOBS) $(RESEARCH_FORCE)
 
 train-all: eval-heuristic train-decision-tree train-random-forest train-xgboost ## Every model above
 
 run-all-experiments: $(VENV_STAMP) ## All four experiments (no promotion), then the journey and README tables
-	$(RESEARCH_PYTHON) -m research.experiments.run_all --jobs $(JOBS)
+	$(UV_RUN) python -m research.experiments.run_all --jobs $(JOBS)
 
 promote: $(VENV_STAMP) ## Promote a run's candidate: MODEL=<type> [RUN=<run-id>, default newest] [FORCE=1]
 	@test -n "$(MODEL)" || { echo "usage: make promote MODEL=<type> [RUN=<run-id>] [FORCE=1]" >&2; exit 2; }
-	$(RESEARCH_PYTHON) -m research.experiments.promotion promote --model $(MODEL) \
+	$(UV_RUN) python -m research.experiments.promotion promote --model $(MODEL) \
 		$(if $(RESEARCH_RUN_ID),--run $(RESEARCH_RUN_ID)) --jobs $(JOBS) $(RESEARCH_FORCE)
 
 rollback: $(VENV_STAMP) ## Restore the production model a promotion replaced: MODEL=<type>
 	@test -n "$(MODEL)" || { echo "usage: make rollback MODEL=<type>" >&2; exit 2; }
-	$(RESEARCH_PYTHON) -m research.experiments.promotion rollback --model $(MODEL)
+	$(UV_RUN) python -m research.experiments.promotion rollback --model $(MODEL)
 
 compare: $(VENV_STAMP) ## The latest run of every model side by side, with paired tests
-	$(RESEARCH_PYTHON) -m research.experiments.report compare
+	$(UV_RUN) python -m research.experiments.report compare
 
 research-report: $(VENV_STAMP) ## Regenerate research/EXPERIMENTS_JOURNEY.md, the summary figure and README tables
-	$(RESEARCH_PYTHON) -m research.experiments.report write
+	$(UV_RUN) python -m research.experiments.report write
 
 readme-model-table: research-report ## Same as research-report (the README model table comes from the latest runs)
