@@ -76,7 +76,6 @@ EXCEPTION_HANDLERS = {
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load the configured predictor once, warm it, decide inline vs thread, then serve."""
     config: ServiceConfig = app.state.config
-    SHUTDOWN.reset()
     started = time.perf_counter()
     predictor = get_predictor(config)
     load_seconds = time.perf_counter() - started
@@ -137,6 +136,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.config = config
+    SHUTDOWN.reset()  # a new app serves; a SIGTERM that arrives while its model loads must not be undone
     app.state.ready = False
     app.state.model_info = {"model_type": config.model_type.value, "model_version": None}
     app.add_middleware(

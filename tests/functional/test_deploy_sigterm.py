@@ -1,14 +1,18 @@
-"""Graceful shutdown of the image's command: SIGTERM lets in-flight requests finish, within MPS_GRACEFUL_TIMEOUT_S."""
+"""Graceful shutdown of the image's command: SIGTERM lets in-flight requests finish (within MPS_GRACEFUL_TIMEOUT_S),
+turns readiness 503 at once and drains keep-alive connections without resetting a request already sent."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import signal
 import socket
 import sys
+import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 
 import pytest
 
@@ -119,3 +123,100 @@ def test_graceful_timeout_bounds_how_long_a_stuck_request_delays_shutdown() -> N
     assert exit_code in CLEAN_EXIT, log
     assert timeout_s - 0.5 <= waited < timeout_s + 10, f"exited {waited:.1f} s after SIGTERM"
     assert leftover == b"" or leftover.startswith(b"HTTP/1.1 ")
+
+
+# --- SIGTERM under keep-alive load ------------------------------------------------------------------------------
+
+LOAD_THREADS = 16
+LOAD_BEFORE_SIGNAL_S = 1.5
+LOAD_MAX_S = 10.0
+PREDICT_BODY = json.dumps(ROW).encode()
+
+
+@dataclass
+class Outcome:
+    """One request of the keep-alive load: when it was sent and what came back (or how it failed)."""
+
+    request_id: str
+    sent: float
+    status: int | None = None
+    connection: str | None = None
+    error: str | None = None
+
+
+def _keep_alive_client(
+    address: tuple[str, int], index: int, signalled: threading.Event, outcomes: list[Outcome]
+) -> None:
+    """POST /predict in a loop on one keep-alive connection; reconnect only before the signal; stop at an error."""
+    connection = http.client.HTTPConnection(*address, timeout=10)
+    deadline = time.monotonic() + LOAD_MAX_S
+    headers = {"Content-Type": "application/json"}
+    try:
+        for number in range(100_000):
+            if time.monotonic() > deadline:
+                break
+            if connection.sock is None:
+                if signalled.is_set():
+                    break  # a client of a stopping server goes elsewhere; the listening socket is closing
+                connection.connect()
+            outcome = Outcome(f"ka-{index}-{number}", time.monotonic())
+            outcomes.append(outcome)
+            try:
+                connection.request(
+                    "POST", "/predict", body=PREDICT_BODY, headers={**headers, "X-Request-ID": outcome.request_id}
+                )
+                response = connection.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException) as error:
+                outcome.error = type(error).__name__
+                break
+            outcome.status, outcome.connection = response.status, response.getheader("connection")
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_under_keep_alive_load_answers_every_request_already_sent(workers: str) -> None:
+    """16 keep-alive clients post /predict in a loop; SIGTERM lands in the middle. No request sent on an open
+    connection is reset, every request the server read is answered, every answer to a request sent after the
+    signal says Connection: close, and readiness is 503 on the very next request."""
+    with running_server(_command(), MPS_WORKERS=workers) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        address = (host, int(port))
+        probe = http.client.HTTPConnection(*address, timeout=10)
+        probe.request("GET", "/health/ready")
+        assert probe.getresponse().read()
+        signalled = threading.Event()
+        outcomes: list[list[Outcome]] = [[] for _ in range(LOAD_THREADS)]
+        clients = [
+            threading.Thread(target=_keep_alive_client, args=(address, i, signalled, outcomes[i]), daemon=True)
+            for i in range(LOAD_THREADS)
+        ]
+        for client in clients:
+            client.start()
+        time.sleep(LOAD_BEFORE_SIGNAL_S)
+        signalled.set()
+        server.process.send_signal(signal.SIGTERM)
+        signal_sent = time.monotonic()
+        probe.request("GET", "/health/ready")  # on a connection that was idle when the signal came
+        ready = probe.getresponse()
+        ready_status, ready_connection = ready.status, ready.getheader("connection")
+        ready.read()
+        probe.close()
+        for client in clients:
+            client.join(timeout=LOAD_MAX_S + 5)
+        exit_code = server.process.wait(timeout=30)
+        _, log = server.stop()
+    assert exit_code in CLEAN_EXIT, log
+    assert (ready_status, ready_connection) == (503, "close")
+    every = [outcome for per_client in outcomes for outcome in per_client]
+    failed = [outcome for outcome in every if outcome.error is not None]
+    assert failed == [], f"{len(failed)} requests sent on open keep-alive connections failed: {failed[:5]}"
+    assert {outcome.status for outcome in every} == {200}
+    records = [json.loads(line) for line in log.splitlines() if line.strip()]
+    read_by_server = {r["request_id"] for r in records if r["event"] == "request" and r["request_id"].startswith("ka-")}
+    assert read_by_server == {outcome.request_id for outcome in every}
+    after = [outcome for outcome in every if outcome.sent > signal_sent]
+    assert after, "the load went on after the signal"
+    assert {outcome.connection for outcome in after} == {"close"}
+    assert len(every) > 10 * LOAD_THREADS, "the load had not started"
