@@ -38,7 +38,8 @@ class ApiError(Exception):
         self.message = message
         all_details = details or []
         self.details = all_details[:MAX_ERROR_DETAILS]
-        self.details_omitted = max(len(all_details) if total_details is None else total_details, 0) - len(self.details)
+        total = len(all_details) if total_details is None else total_details
+        self.details_omitted = max(total - len(self.details), 0)
         self.headers = headers
 
 

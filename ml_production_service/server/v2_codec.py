@@ -159,7 +159,8 @@ def _json_values(tensor: RequestInput, rows: int, columns: int, dtype: np.dtype[
                 "float_type",
             )
     try:
-        return np.array(flat, dtype=dtype)
+        with np.errstate(over="ignore"):  # a number past float32's range becomes inf: the range check refuses it
+            return np.array(flat, dtype=dtype)
     except OverflowError:  # an integer too large for a float
         raise v2_error(400, f"input '{name}' holds a number too large", "data", "range") from None
 

@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 import ml_production_service
+from ml_production_service.__main__ import main
 from ml_production_service.configs import (
     ConfigError,
     LogFormat,
@@ -160,9 +161,20 @@ def test_several_invalid_settings_are_all_named_on_one_line(monkeypatch: pytest.
     assert "MPS_API_PORT='abc'" in message
 
 
-def test_config_error_is_a_value_error() -> None:
-    """Callers that catch ValueError also catch a bad configuration."""
-    assert issubclass(ConfigError, ValueError)
+def test_a_bad_setting_stops_the_server_command_with_exit_2_and_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m ml_production_service`` with a bad value exits 2 with the one-line message on stderr, no traceback,
+    before anything else starts."""
+    monkeypatch.setenv("MPS_API_PORT", "abc")
+    monkeypatch.setenv("MPS_LOG_FORMAT", "xml")
+    with pytest.raises(ConfigError) as caught:
+        load_config()
+    assert main() == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"{caught.value}\n"
+    assert "MPS_API_PORT='abc'" in captured.err and "MPS_LOG_FORMAT='xml'" in captured.err
 
 
 def test_config_cannot_be_changed_after_it_is_built() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.datasets import load_iris
 from sklearn.tree import DecisionTreeClassifier
 
 from ml_production_service.configs import DEFAULT_REGISTRY_DIR, ModelType, ServiceConfig
@@ -21,7 +22,7 @@ from ml_production_service.fast_path import (
     export_onnx,
     parity_rows,
 )
-from ml_production_service.features import MAX_MEASUREMENT_CM
+from ml_production_service.features import MAX_MEASUREMENT_CM, MIN_MEASUREMENT_CM
 from ml_production_service.predictors.base import IntegrityError
 from ml_production_service.predictors.ml_model import MLModelPredictor
 from ml_production_service.registry import sha256_file
@@ -34,8 +35,10 @@ def test_parity_rows_are_iris_plus_random_rows_inside_the_accepted_range() -> No
     """Parity is proven on the 150 iris rows and 10,000 rows the API would accept, the same every time."""
     rows = parity_rows()
     assert rows.shape == (150 + PARITY_RANDOM_ROWS, 4)
-    assert (rows > 0).all() and (rows <= MAX_MEASUREMENT_CM).all()
+    np.testing.assert_array_equal(rows[:150], load_iris().data)
+    assert (rows >= MIN_MEASUREMENT_CM).all() and (rows <= MAX_MEASUREMENT_CM).all()
     assert rows[150:].max() > 0.9 * MAX_MEASUREMENT_CM
+    assert rows[150:].min() < 0.1  # the random rows reach down to the floor too, not just iris sizes
     np.testing.assert_array_equal(rows, parity_rows())
 
 

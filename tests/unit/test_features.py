@@ -6,6 +6,7 @@ import pickle
 
 import numpy as np
 import pytest
+from sklearn.datasets import load_iris
 
 from ml_production_service.features import (
     ENGINEERED_FEATURE_NAMES,
@@ -24,18 +25,21 @@ def test_engineered_rows_keep_the_raw_values_then_add_areas_and_aspects() -> Non
     assert features.shape == (2, len(ENGINEERED_FEATURE_NAMES)) == (2, 8)
     assert features.dtype == np.float64
     by_name = dict(zip(ENGINEERED_FEATURE_NAMES, features.T, strict=True))
+    assert len(by_name) == 8  # no two columns share a name
     np.testing.assert_array_equal(features[:, :4], [SETOSA, VIRGINICA])
+    for index, name in enumerate(FEATURE_NAMES):  # each raw value under its request field's name
+        np.testing.assert_array_equal(by_name[name], [SETOSA[index], VIRGINICA[index]])
     np.testing.assert_allclose(by_name["petal_area"], [1.4 * 0.2, 6.0 * 2.5])
     np.testing.assert_allclose(by_name["sepal_area"], [5.1 * 3.5, 6.3 * 3.3])
     np.testing.assert_allclose(by_name["petal_aspect"], [1.4 / 0.2, 6.0 / 2.5])
     np.testing.assert_allclose(by_name["sepal_aspect"], [5.1 / 3.5, 6.3 / 3.3])
 
 
-def test_engineered_names_start_with_the_request_fields_in_order() -> None:
-    """The first four model inputs are the request's fields, in the order the API sends them."""
-    assert ENGINEERED_FEATURE_NAMES[: len(FEATURE_NAMES)] == FEATURE_NAMES
-    assert FEATURE_NAMES == ("sepal_length", "sepal_width", "petal_length", "petal_width")
-    assert len(set(ENGINEERED_FEATURE_NAMES)) == len(ENGINEERED_FEATURE_NAMES)
+def test_request_fields_are_the_training_columns_in_their_order() -> None:
+    """Training reads load_iris() columns as they come; the service builds rows in FEATURE_NAMES order: the two
+    must name the same measurements in the same order, or every model would see swapped columns."""
+    columns = [name.removesuffix(" (cm)").replace(" ", "_") for name in load_iris().feature_names]
+    assert list(FEATURE_NAMES) == columns
 
 
 def test_engineer_features_does_not_modify_its_input() -> None:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from ml_production_service.configs import ModelType, ServiceConfig
+from ml_production_service.factory import get_predictor
 from ml_production_service.features import FloatArray
+from ml_production_service.manifest import MANIFEST_FILE
+from ml_production_service.predictors import base
 from ml_production_service.predictors.base import (
     BasePredictor,
     IntegrityError,
@@ -74,12 +81,75 @@ def test_manifest_with_other_features_is_refused() -> None:
         _Constant(manifest)
 
 
-def test_warm_up_returns_a_positive_latency() -> None:
-    """Start-up measures a median prediction latency in microseconds."""
-    assert _Constant(default_heuristic_manifest()).warm_up(np.ones(4), repeats=3) > 0
+class _Clock:
+    """``perf_counter`` for warm_up: each predict_one call takes the next of ``durations`` seconds."""
+
+    def __init__(self, durations: list[float]) -> None:
+        self.readings = iter([reading for d in durations for reading in (1000.0, 1000.0 + d)])
+
+    def perf_counter(self) -> float:
+        return next(self.readings)
 
 
-@pytest.mark.parametrize("error", [IntegrityError, VersionMismatchError, ManifestError])
-def test_every_load_error_stops_start_up_the_same_way(error: type[Exception]) -> None:
-    """Start-up catches one ModelLoadError for a tampered, mismatched or missing model."""
-    assert issubclass(error, ModelLoadError)
+class _Counting(_Constant):
+    """Records every row predict_one is called with."""
+
+    def __init__(self) -> None:
+        super().__init__(default_heuristic_manifest())
+        self.rows: list[list[float]] = []
+
+    def predict_one(self, row: FloatArray) -> Prediction:
+        self.rows.append(row.tolist())
+        return super().predict_one(row)
+
+
+@pytest.mark.parametrize(
+    ("durations", "median_us"),
+    [
+        pytest.param([5e-6, 1e-6, 300e-6, 2e-6, 4e-6], 4.0, id="odd-an-outlier-ignored"),
+        pytest.param([10e-6, 2e-6, 4e-6, 1e-3], 7.0, id="even-middle-two-averaged"),
+    ],
+)
+def test_warm_up_predicts_the_row_repeatedly_and_returns_the_median_in_microseconds(
+    monkeypatch: pytest.MonkeyPatch, durations: list[float], median_us: float
+) -> None:
+    """Start-up runs predict_one ``repeats`` times on the row and keeps the median latency, in microseconds."""
+    monkeypatch.setattr(base, "time", _Clock(durations))
+    predictor = _Counting()
+    row = np.array([5.0, 3.0, 4.0, 1.0])
+    assert predictor.warm_up(row, repeats=len(durations)) == pytest.approx(median_us)
+    assert predictor.rows == [row.tolist()] * len(durations)
+
+
+def _tamper_artifact(folder: Path) -> None:
+    (folder / "model.joblib").write_bytes(b"not the promoted artifact")
+
+
+def _mismatch_versions(folder: Path) -> None:
+    manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+    manifest["library_versions"]["scikit-learn"] = "0.0.1"
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest), encoding="utf-8")
+
+
+def _remove_manifest(folder: Path) -> None:
+    (folder / MANIFEST_FILE).unlink()
+
+
+@pytest.mark.parametrize(
+    ("breakage", "error"),
+    [
+        pytest.param(_tamper_artifact, IntegrityError, id="tampered"),
+        pytest.param(_mismatch_versions, VersionMismatchError, id="version-mismatch"),
+        pytest.param(_remove_manifest, ManifestError, id="missing-manifest"),
+    ],
+)
+def test_every_load_failure_reaches_start_up_as_a_model_load_error(
+    tiny_registry: Path, breakage: Callable[[Path], None], error: type[ModelLoadError]
+) -> None:
+    """What start-up calls (get_predictor) fails on a tampered, mismatched or missing model with the one exception
+    type ``python -m ml_production_service`` catches, ModelLoadError, as its specific kind, in one line."""
+    breakage(tiny_registry / ModelType.DECISION_TREE.value)
+    with pytest.raises(ModelLoadError) as caught:
+        get_predictor(ServiceConfig(model_type=ModelType.DECISION_TREE, registry_dir=tiny_registry))
+    assert isinstance(caught.value, error)
+    assert "\n" not in str(caught.value)

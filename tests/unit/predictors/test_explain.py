@@ -117,11 +117,14 @@ def test_forest_bias_is_the_training_class_balance(
     tiny_manifests: dict[ModelType, ModelManifest],
     iris_rows: FloatArray,
 ) -> None:
-    """The starting point of every forest explanation is the same for all rows and sums to 1."""
+    """The starting point of every forest explanation is the same for all rows: the class balance each tree was
+    grown on (its root node), averaged over the trees."""
     predictor = _predictor(ModelType.RANDOM_FOREST, tiny_pipelines, tiny_manifests)
     first, second = (predictor.explain(iris_rows[i])["bias"] for i in (0, 149))
     assert first == second
     assert sum(first.values()) == pytest.approx(1.0)
+    roots = [tree.tree_.value[0, 0] / tree.tree_.value[0, 0].sum() for tree in predictor.pipeline[-1].estimators_]
+    np.testing.assert_allclose([first[label] for label in predictor.class_labels], np.mean(roots, axis=0), atol=1e-12)
 
 
 def _softmax(margin: np.ndarray) -> np.ndarray:

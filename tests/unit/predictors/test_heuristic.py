@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -10,8 +12,6 @@ from ml_production_service.predictors.base import ManifestError
 from ml_production_service.predictors.heuristic import (
     CLASS_LABELS,
     RULES,
-    SETOSA_MAX_PETAL_LENGTH_CM,
-    VERSICOLOR_MAX_PETAL_WIDTH_CM,
     HeuristicPredictor,
     default_heuristic_manifest,
 )
@@ -31,9 +31,26 @@ BOUNDARY_CASES = [
 ]
 
 
-def test_thresholds_are_the_documented_ones() -> None:
-    """Petal length 2.0 cm and petal width 1.7 cm separate the classes."""
-    assert (SETOSA_MAX_PETAL_LENGTH_CM, VERSICOLOR_MAX_PETAL_WIDTH_CM) == (2.0, 1.7)
+RULE = re.compile(r"(?P<feature>\w+) < (?P<threshold>[0-9.]+) -> (?P<label>\w+)")
+NO_RULE_FIRES = np.array([5.8, 3.0, 5.0, 2.5])  # long and wide petals: the last rule, virginica
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_each_rule_switches_exactly_at_the_threshold_it_states(index: int) -> None:
+    """The explanation's rule text tells the truth: just under the number it names (on the feature it names) the
+    rule fires, at the number it does not; both predict paths agree, and the manifest names the same number."""
+    rule = RULE.fullmatch(RULES[index])
+    assert rule is not None, RULES[index]
+    feature, threshold, label = rule["feature"], float(rule["threshold"]), rule["label"]
+    predictor = HeuristicPredictor()
+    just_under, at = NO_RULE_FIRES.copy(), NO_RULE_FIRES.copy()
+    just_under[FEATURE_NAMES.index(feature)] = np.nextafter(threshold, 0.0)
+    at[FEATURE_NAMES.index(feature)] = threshold
+    assert predictor.predict_one(just_under).label == label
+    assert predictor.predict_one(at).label == "virginica"
+    assert [p.label for p in predictor.predict_many(np.array([just_under, at]))] == [label, "virginica"]
+    assert predictor.explain(just_under)["rule"] == RULES[index]
+    assert predictor.manifest.recipe.hyperparameters[f"{label}_max_{feature}_cm"] == threshold
 
 
 @pytest.mark.parametrize(("petal_length", "petal_width", "label"), BOUNDARY_CASES)
