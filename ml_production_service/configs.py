@@ -108,9 +108,73 @@ class ServiceConfig(BaseSettings):
     max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
     """Open connections one worker accepts; past it a new connection is answered 503 and closed."""
 
+    api_keys_file: Path | None = None
+    """File of ``key_id:sha256-hex-of-key`` lines; set, every route but the open ones needs a key (401 without)."""
+
+    auth_protect_ops: bool = False
+    """Also require a key on ``/health/*``, ``/v2/health/*`` and ``/metrics`` (open by default, for probes)."""
+
+    rate_limit: str | None = None
+    """Per-client limits in the ``limits`` syntax, e.g. ``100/second;5000/minute``; a batch costs its rows."""
+
+    rate_limit_storage: str = "memory://"
+    """Where the limiter counts: ``memory://`` (per worker process) or ``redis://host:port/db`` (shared)."""
+
+    rate_limit_fail_open: bool = True
+    """When the limiter's storage does not answer: serve anyway (true) or answer 503 (false); counted either way."""
+
+    trusted_proxies: str = ""
+    """Comma-separated addresses or CIDR blocks whose ``X-Forwarded-For`` names the client (e.g. the router)."""
+
+    max_in_flight: Annotated[int, Field(ge=0, le=100_000)] = 64
+    """Requests one worker holds at once; past it a prediction is answered 503 before its body is read (0: off)."""
+
+    request_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    """Seconds a model call running in a thread may take; then 504 (the thread's late result is dropped)."""
+
     docs_enabled: bool = True
     """Serve the interactive docs at ``/docs`` (Swagger UI, its assets served locally); the schema stays at
     ``/openapi.json`` either way."""
+
+    @field_validator("api_keys_file", "rate_limit", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: object) -> object:
+        # A variable set to nothing (as a ConfigMap may) turns the feature off rather than naming ".".
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("api_keys_file")
+    @classmethod
+    def _readable_keys(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            from ml_production_service.guard import load_keys  # the guard's libraries load only when it is on
+
+            load_keys(value)  # a KeyFileError names the file and the line
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _parsable_limit(cls, value: str | None) -> str | None:
+        if value is not None:
+            from ml_production_service.guard import parse_rate_limit
+
+            parse_rate_limit(value)
+        return value
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _known_storage(cls, value: str) -> str:
+        from ml_production_service.guard import storage_uri
+
+        storage_uri(value)
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        from ml_production_service.guard import parse_networks
+
+        parse_networks(value)
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

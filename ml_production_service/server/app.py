@@ -17,9 +17,19 @@ from starlette.responses import Response
 from ml_production_service import __version__
 from ml_production_service.configs import ServiceConfig, get_config
 from ml_production_service.factory import get_predictor
+from ml_production_service.guard import (
+    ClientAddresses,
+    KeyRing,
+    RateLimiter,
+    load_keys,
+    parse_networks,
+    parse_rate_limit,
+    storage_uri,
+)
 from ml_production_service.logging import configure_logging, get_logger
 from ml_production_service.server import docs
-from ml_production_service.server.dataplane import DataPlane
+from ml_production_service.server.access import AccessMiddleware
+from ml_production_service.server.dataplane import DataPlane, Guard
 from ml_production_service.server.errors import ApiError, details_from, error_response, summary
 from ml_production_service.server.lifecycle import SHUTDOWN
 from ml_production_service.server.metrics import observe_model
@@ -82,7 +92,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     warm_row = IrisFeatures.model_validate(SETOSA_EXAMPLE).to_row()
     warmup_us = predictor.warm_up(warm_row)
     inline = warmup_us <= config.inline_predict_max_us
-    app.state.data_plane = DataPlane(predictor, inline, warmup_us, config.max_batch_size)
+    app.state.data_plane = DataPlane(predictor, inline, warmup_us, config.max_batch_size, app.state.guard)
     app.state.model_info.update(model_type=predictor.model_type, model_version=predictor.version)
     observe_model(predictor.model_type, predictor.version, predictor.manifest.sha256, load_seconds)
     app.state.ready = True
@@ -120,6 +130,13 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
+def _guard(config: ServiceConfig) -> Guard:
+    limiter = None
+    if config.rate_limit is not None:
+        limiter = RateLimiter(parse_rate_limit(config.rate_limit), storage_uri(config.rate_limit_storage))
+    return Guard(limiter, config.rate_limit_fail_open, config.request_timeout_s)
+
+
 def create_app(config: ServiceConfig | None = None) -> FastAPI:
     """Build the service for ``config`` (default: the environment's ``MPS_*`` variables)."""
     config = config or get_config()
@@ -139,7 +156,16 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
     SHUTDOWN.reset()  # a new app serves; a SIGTERM that arrives while its model loads must not be undone
     app.state.ready = False
     app.state.model_info = {"model_type": config.model_type.value, "model_version": None}
-    app.add_middleware(
+    app.state.guard = _guard(config)
+    keyring = KeyRing(load_keys(config.api_keys_file)) if config.api_keys_file is not None else None
+    if keyring is not None or app.state.guard.limiter is not None:  # both off: not even a pass-through layer
+        app.add_middleware(
+            AccessMiddleware,
+            keyring=keyring,
+            addresses=ClientAddresses(parse_networks(config.trusted_proxies)),
+            protect_ops=config.auth_protect_ops,
+        )
+    app.add_middleware(  # added last, so outermost: the request id and the log line cover the access checks too
         RequestContextMiddleware,
         max_body_bytes=config.max_body_bytes,
         body_timeout_s=config.body_timeout_s,

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 from starlette.responses import Response
+from starlette.types import Send
 
 JSON = "application/json"
 MAX_ERROR_DETAILS = 10
@@ -73,6 +74,15 @@ def error_body(error: ApiError, request_id: str | None) -> bytes:
     if error.details_omitted > 0:
         payload["details_omitted"] = error.details_omitted
     return orjson.dumps(payload)
+
+
+async def send_error(send: Send, error: ApiError, request_id: str | None) -> None:
+    """Answer ``error`` from pure ASGI code (middleware), headers included."""
+    body = error_body(error, request_id)
+    headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
+    headers += [(name.encode(), value.encode()) for name, value in (error.headers or {}).items()]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def error_response(error: ApiError, request_id: str | None, headers: dict[str, str] | None = None) -> Response:

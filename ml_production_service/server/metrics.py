@@ -49,6 +49,19 @@ MODEL_INFO = Gauge(
 )
 
 
+AUTH_REJECTED = Counter("mps_auth_rejected_total", "Requests refused 401, by reason.", ["reason"])
+RATE_LIMITED = Counter("mps_rate_limited_total", "Requests refused 429, by key id.", ["key_id"])
+LIMITER_ERRORS = Counter(
+    "mps_rate_limit_storage_errors_total",
+    "Limiter calls whose storage (Redis) failed, by policy.",
+    ["policy"],
+)
+SHED = Counter("mps_shed_total", "Prediction requests answered 503 overloaded (MPS_MAX_IN_FLIGHT) before their body.")
+MODEL_TIMEOUTS = Counter(
+    "mps_model_timeouts_total", "Model calls past MPS_REQUEST_TIMEOUT_S (answered 504; the late result dropped)."
+)
+
+
 @lru_cache(maxsize=4096)
 def _request_series(route: str, method: str, status: int) -> tuple[Any, Any]:
     # Label lookups take a lock and build a key: resolve each series once (routes are templates, so few).

@@ -12,7 +12,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ml_production_service.logging import get_logger
-from ml_production_service.server.errors import JSON, ApiError, BodyTooLarge, error_body
+from ml_production_service.server.errors import ApiError, BodyTooLarge, send_error
 from ml_production_service.server.lifecycle import SHUTDOWN
 from ml_production_service.server.metrics import IN_FLIGHT, observe_request
 
@@ -117,7 +117,7 @@ class RequestContextMiddleware:
         try:
             declared = content_length(headers)
             if declared is not None and declared > limit:
-                await self._send_error(send_with_id, BodyTooLarge(limit), request_id)
+                await send_error(send_with_id, BodyTooLarge(limit), request_id)
             elif scope["method"] == "HEAD":
                 # HEAD is GET without the body (RFC 9110): the app sees GET; the server, which keeps the original
                 # scope, sends the headers only. The OpenAPI schema lists GET alone.
@@ -136,23 +136,15 @@ class RequestContextMiddleware:
             if not SHUTDOWN.draining:
                 raise
             if not response_started:
-                await self._send_error(send_with_id, SHUTDOWN_TIMEOUT, request_id)
+                await send_error(send_with_id, SHUTDOWN_TIMEOUT, request_id)
         except Exception:
             logger.exception("unhandled_error", request_id=request_id, path=scope["path"])
             if not response_started:
                 error = ApiError(500, "internal_error", "internal server error; the request id identifies the log line")
-                await self._send_error(send_with_id, error, request_id)
+                await send_error(send_with_id, error, request_id)
         finally:
             IN_FLIGHT.dec()
             self._finish(scope, request_id, status, started)
-
-    @staticmethod
-    async def _send_error(send: Send, error: ApiError, request_id: str) -> None:
-        body = error_body(error, request_id)
-        headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
-        headers += [(name.encode(), value.encode()) for name, value in (error.headers or {}).items()]
-        await send({"type": "http.response.start", "status": error.status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
 
     def _finish(self, scope: Scope, request_id: str, status: int, started: float) -> None:
         seconds = time.perf_counter() - started
@@ -167,6 +159,9 @@ class RequestContextMiddleware:
             "latency_ms": round(seconds * 1000, 3),
             **self.model_info,
         }
+        key_id = scope["state"].get("key_id")
+        if key_id is not None:
+            fields["key_id"] = key_id  # the id, never the key
         if status >= 500:
             logger.error("request", **fields)
         elif status == CLIENT_CLOSED_REQUEST:

@@ -50,7 +50,7 @@ async def predict(
 ) -> Response:
     """Classify one flower from its four measurements in centimetres."""
     row = (await read_json(request, IrisFeatures, SINGLE_ROW_FIELDS)).to_row()
-    prediction, seconds = await plane.predict_one(row)
+    prediction, seconds = await plane.predict_one(row, request.scope["state"])
     payload: dict[str, Any] = {
         "prediction": prediction.label,
         "probabilities": prediction.probabilities,
@@ -83,7 +83,7 @@ async def predict_batch(request: Request, plane: PlaneDep) -> Response:
                 [{"field": "instances", "rule": "max_length", "message": f"at most {limit} rows"}],
             ) from None
         raise
-    predictions, seconds = await plane.predict_many(batch.to_rows())
+    predictions, seconds = await plane.predict_many(batch.to_rows(), request.scope["state"])
     payload = {
         "predictions": [_row(p) for p in predictions],
         "model_type": plane.model_type,

@@ -59,7 +59,7 @@ async def _infer(request: Request, plane: DataPlane, name: str, version: str | N
     inference, binary = parse_request(await request.body(), header_length)
     rows = input_rows(inference, binary, plane.max_batch_size)
     wanted = requested_outputs(inference)
-    scores = await plane.scores(rows)
+    scores = await plane.scores(rows, request.scope["state"])
     header: dict[str, Any] = {"model_name": name, "model_version": plane.version}
     if inference.id is not None:
         header["id"] = inference.id

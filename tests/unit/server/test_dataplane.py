@@ -95,7 +95,7 @@ def test_inline_runs_on_the_event_loop_thread(predictor: _Recorder) -> None:
     plane = DataPlane(predictor, inline=True, warmup_us=1.0, max_batch_size=10)
 
     async def predict() -> int:
-        await plane.predict_one(ROWS[0])
+        await plane.predict_one(ROWS[0], {})
         return threading.get_ident()
 
     loop_thread = _run(predict())
@@ -107,9 +107,9 @@ def test_a_slow_model_runs_in_a_worker_thread(predictor: _Recorder) -> None:
     plane = DataPlane(predictor, inline=False, warmup_us=1e6, max_batch_size=10)
 
     async def calls() -> int:
-        await plane.predict_one(ROWS[0])
-        await plane.predict_many(ROWS)
-        await plane.scores(ROWS)
+        await plane.predict_one(ROWS[0], {})
+        await plane.predict_many(ROWS, {})
+        await plane.scores(ROWS, {})
         await plane.explain(ROWS[0])
         return threading.get_ident()
 
@@ -131,7 +131,7 @@ def test_run_returns_the_result_and_the_seconds_it_took(monkeypatch: pytest.Monk
 def test_predict_one_answers_the_row_and_counts_its_class(predictor: _Recorder) -> None:
     """One row: its prediction, labelled from the manifest, counted once under its class."""
     plane = DataPlane(predictor, inline=True, warmup_us=1.0, max_batch_size=10)
-    prediction, seconds = _run(plane.predict_one(ROWS[1]))
+    prediction, seconds = _run(plane.predict_one(ROWS[1], {}))
     assert (prediction.label, prediction.class_index) == ("a", 0)  # row 0 of the answer: a single row
     assert prediction.probabilities == dict(zip(LABELS, PROBABILITIES[0], strict=True))
     assert seconds >= 0
@@ -142,17 +142,17 @@ def test_predict_many_answers_rows_in_order_and_counts_every_row(predictor: _Rec
     """A batch: one prediction per row, in order; each row counted under its class."""
     plane = DataPlane(predictor, inline=True, warmup_us=1.0, max_batch_size=10)
     rows = np.vstack([ROWS, ROWS[:2]])  # classes a, c, b, a, c
-    predictions, _ = _run(plane.predict_many(rows))
+    predictions, _ = _run(plane.predict_many(rows, {}))
     assert [p.label for p in predictions] == ["a", "c", "b", "a", "c"]
     assert _counted(predictor) == {"a": 2.0, "b": 1.0, "c": 2.0}
-    _run(plane.predict_many(ROWS[:1]))
+    _run(plane.predict_many(ROWS[:1], {}))
     assert _counted(predictor)["a"] == 3.0
 
 
 def test_scores_are_tensors_and_are_counted_by_class(predictor: _Recorder) -> None:
     """What V2 answers: the probability matrix, each row's class index and the model's seconds."""
     plane = DataPlane(predictor, inline=True, warmup_us=1.0, max_batch_size=10)
-    scores = _run(plane.scores(ROWS))
+    scores = _run(plane.scores(ROWS, {}))
     assert isinstance(scores, Scores)
     np.testing.assert_array_equal(scores.probabilities, PROBABILITIES)
     assert scores.classes.tolist() == [0, 2, 1]
@@ -171,6 +171,6 @@ def test_the_seconds_reported_are_the_models_own(monkeypatch: pytest.MonkeyPatch
     """predict_one, predict_many and scores each report the time spent in the model call."""
     monkeypatch.setattr(dataplane, "time", _Clock(0.0, 0.001, 0.0, 0.002, 0.0, 0.003))
     plane = DataPlane(predictor, inline=True, warmup_us=1.0, max_batch_size=10)
-    assert _run(plane.predict_one(ROWS[0]))[1] == pytest.approx(0.001)
-    assert _run(plane.predict_many(ROWS))[1] == pytest.approx(0.002)
-    assert _run(plane.scores(ROWS)).seconds == pytest.approx(0.003)
+    assert _run(plane.predict_one(ROWS[0], {}))[1] == pytest.approx(0.001)
+    assert _run(plane.predict_many(ROWS, {}))[1] == pytest.approx(0.002)
+    assert _run(plane.scores(ROWS, {})).seconds == pytest.approx(0.003)
