@@ -18,9 +18,11 @@ def errors(*statuses: int) -> ErrorStatuses:
     return {status: {"model": ErrorResponse} for status in statuses}
 
 
-# Any route: a body over the limit or too slow, another method, a bad query (FastAPI's 422, in our shape).
-ANY_ROUTE = errors(405, 408, 413, 422)
-BODY_ROUTE = errors(400, 415)
+# Any route: no or a wrong API key (when keys are on), a body over the limit or too slow, another method, a bad
+# query (FastAPI's 422, in our shape).
+ANY_ROUTE = errors(401, 405, 408, 413, 422)
+# Prediction routes: a bad body, a client over its rate limit, a model call past its deadline.
+BODY_ROUTE = errors(400, 415, 429, 504)
 MODEL_ROUTE = errors(503)
 
 V2_DOCUMENTED_ROWS = (1, 2)
