@@ -12,7 +12,7 @@ VENV_STAMP := .venv/.synced
 API_URL ?= http://127.0.0.1:$(or $(MPS_API_PORT),8000)
 
 .PHONY: help uv environment-create environment-sync format lint type-check validate-branch unit-test \
-	functional-test test-fast all-test all-test-validate-branch api-run serve api-validate
+	functional-test test-fast all-test all-test-validate-branch api-run serve api-validate api-key
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-26s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -65,6 +65,10 @@ serve: api-run ## Production server: exactly the container's command (MPS_WORKER
 
 api-validate: $(VENV_STAMP) ## Post the 150 iris rows to a running server (API_URL) and print the accuracy
 	$(UV_RUN) python scripts/api_validate.py --url $(API_URL)
+
+api-key: $(VENV_STAMP) ## Make an API key: ID=<id> [FILE=<keys file>]; prints the key once, stores only its sha256
+	@test -n '$(ID)' || { echo 'usage: make api-key ID=<id> [FILE=<keys file>]' >&2; exit 2; }
+	$(UV_RUN) python -m ml_production_service.keys new '$(ID)' $(if $(FILE),--file '$(FILE)')
 
 
 # Research (issue: research pipeline), deployment and benchmarks live in their own fragments.

@@ -3,8 +3,9 @@
 	deploy-lint k8s-validate
 
 # Debian packages the tests run for real: nginx (the A/B router), docker-compose (`docker-compose config`),
-# wrk (load generation) and gettext-base (envsubst, which renders the router template as the nginx image does).
-SYSTEM_TOOLS := nginx:nginx docker-compose:docker-compose wrk:wrk envsubst:gettext-base
+# wrk (load generation), gettext-base (envsubst, which renders the router template as the nginx image does)
+# and redis-server (the shared rate-limit storage, started per test by tests/functional/redis_server.py).
+SYSTEM_TOOLS := nginx:nginx docker-compose:docker-compose wrk:wrk envsubst:gettext-base redis-server:redis-server
 IMAGE ?= ml-production-service
 IMAGE_TAG ?= $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' ml_production_service/__init__.py)
 # Debian's docker-compose (v1) when installed, else the Docker CLI plugin.

@@ -3,8 +3,13 @@
 uvicorn with httptools has no limit on the size of a request's line and headers, no deadline for them, and
 no cap on open connections; its shutdown closes idle keep-alive connections in the same instant, racing a
 request a client has already sent on one. ``LimitedHttpToolsProtocol`` adds the limits (``MPS_MAX_HEADER_BYTES``,
-``MPS_HEADER_TIMEOUT_S``, ``MPS_MAX_CONNECTIONS``) and a short drain grace (``server/supervisor.py`` starts
-the drain at SIGTERM). Every error answered here has the service's JSON error shape and closes its connection.
+``MPS_HEADER_TIMEOUT_S``, ``MPS_MAX_CONNECTIONS``), load shedding (``MPS_MAX_IN_FLIGHT``) and a short drain grace
+(``server/supervisor.py`` starts the drain at SIGTERM). Every error answered here has the service's JSON error
+shape and closes its connection.
+
+Shedding lives here, not in a middleware: a model that runs inline on the event loop never yields during a
+request, so a middleware's own count stays at 1 however many requests wait; the real queue is uvicorn's task
+set (one task per request whose head is read and whose answer is not complete).
 
 This module must not import ``prometheus_client`` (directly or through the app): the supervisor imports it,
 and prometheus_client writes into ``PROMETHEUS_MULTIPROC_DIR`` as soon as its metrics are defined.
@@ -13,10 +18,13 @@ and prometheus_client writes into ``PROMETHEUS_MULTIPROC_DIR`` as soon as its me
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import httptools
 import uvicorn
@@ -38,6 +46,9 @@ REQUEST_LINE_OVERHEAD = 14
 """Bytes of a request line and head besides the method and the target: two spaces, ``HTTP/1.1``, two CRLF."""
 HEADER_OVERHEAD = 4
 """Bytes of a header line besides its name and value: ``": "`` and CRLF."""
+RETRY_AFTER = b"retry-after: 1\r\n"
+PREDICTION_PATH = re.compile(r"/(?:predict(?:/batch)?|v2/models/[^/]+(?:/versions/[^/]+)?/infer)")
+"""The routes that run the model (Starlette's ``{name}`` matches ``[^/]+``); only a POST to one is shed."""
 
 logger = get_logger("ml_production_service.connections")
 
@@ -50,6 +61,8 @@ class ConnectionLimits:
     header_timeout_s: float
     max_connections: int
     drain_grace_s: float
+    max_in_flight: int
+    """Requests (uvicorn tasks) one worker holds before it sheds a prediction; 0: never shed."""
 
     @classmethod
     def from_config(cls, config: ServiceConfig) -> ConnectionLimits:
@@ -59,6 +72,7 @@ class ConnectionLimits:
             header_timeout_s=config.header_timeout_s,
             max_connections=config.max_connections,
             drain_grace_s=min(DRAIN_GRACE_S, config.keep_alive_timeout_s),
+            max_in_flight=config.max_in_flight,
         )
 
 
@@ -133,10 +147,24 @@ def too_many_connections(limit: int) -> ApiError:
     )
 
 
-class _RefusalLog:
-    """Refused connections come in floods: log the first, then one line a second with how many followed."""
+def overloaded(limit: int) -> ApiError:
+    """The worker already holds ``MPS_MAX_IN_FLIGHT`` requests: a prediction is shed before its body is read."""
+    return ApiError(
+        503,
+        "overloaded",
+        f"this worker already holds {limit} requests (MPS_MAX_IN_FLIGHT); retry shortly",
+        [{"field": "request", "rule": "max_in_flight", "message": f"at most {limit} per worker"}],
+    )
 
-    def __init__(self, interval_s: float = 1.0) -> None:
+
+class _RefusalLog:
+    """Refusals come in floods: log the first, then one line a second with how many followed."""
+
+    def __init__(
+        self, event: str = "connections_refused", limit_name: str = "max_connections", interval_s: float = 1.0
+    ) -> None:
+        self.event = event
+        self.limit_name = limit_name
         self.interval_s = interval_s
         self.pending = 0
         self.last_logged: float | None = None
@@ -144,12 +172,13 @@ class _RefusalLog:
     def note(self, now: float, limit: int) -> None:
         self.pending += 1
         if self.last_logged is None or now - self.last_logged >= self.interval_s:
-            logger.warning("connections_refused", count=self.pending, max_connections=limit)
+            logger.warning(self.event, count=self.pending, **{self.limit_name: limit})
             self.pending = 0
             self.last_logged = now
 
 
 REFUSALS = _RefusalLog()
+SHEDDING = _RefusalLog("requests_shed", "max_in_flight")
 
 
 class _Rejected(Exception):
@@ -165,6 +194,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
       on a kept-alive connection, after its first bytes arrived): 408; a connection that sent nothing in that
       time is closed without an answer, as uvicorn's keep-alive timeout does.
     - A connection past ``max_connections`` open in this worker: 503 at once, nothing read.
+    - A prediction whose head completes while the worker holds ``max_in_flight`` requests: 503 ``overloaded``
+      before any body byte is read. Health, metrics, metadata and every GET are always served; so is a
+      pipelined request queued behind an answer in progress (it becomes a task only when that answer is done).
     - After SIGTERM every answer carries ``Connection: close``; an idle connection stays open ``drain_grace_s``
       for a request already on the wire (answered, then closed) instead of being closed in the same instant.
     """
@@ -178,6 +210,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.limits = config.limits
+        # 0 (off) becomes a bound no task count reaches: the normal path is one len() and one comparison.
+        self.shed_at = config.limits.max_in_flight or sys.maxsize
         self.header_timer: asyncio.TimerHandle | None = None
         self.in_head = False  # a request has begun and its headers are not complete
         self.head_bytes = 0  # bytes of that request received so far (counted per read)
@@ -192,9 +226,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.transport = transport  # connection_lost closes it
             self.closing = True
             REFUSALS.note(self.loop.time(), self.limits.max_connections)
-            transport.write(
-                error_response_bytes(too_many_connections(self.limits.max_connections), None, b"retry-after: 1\r\n")
-            )
+            transport.write(error_response_bytes(too_many_connections(self.limits.max_connections), None, RETRY_AFTER))
             transport.close()
             return
         super().connection_made(transport)
@@ -244,6 +276,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if size > self.limits.max_header_bytes:
             self.reject(headers_too_large(self.limits.max_header_bytes))
             raise _Rejected
+        if len(self.tasks) >= self.shed_at and self._is_prediction():
+            self.shed()
+            raise _Rejected
         super().on_headers_complete()
         if SHUTDOWN.draining and self.cycle is not None:
             self.cycle.keep_alive = False
@@ -260,19 +295,40 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         else:  # armed at connection_made and cancelled once a head is complete: no request is in progress
             self.transport.close()
 
+    def _is_prediction(self) -> bool:
+        """A POST to a route that runs the model, on a connection with no answer in progress."""
+        if self.parser.get_method() != b"POST" or (self.cycle is not None and not self.cycle.response_complete):
+            return False
+        # The path as uvicorn hands it to the app (query and absolute form dropped, percent-decoded).
+        path = httptools.parse_url(self.url).path.decode("ascii")
+        return PREDICTION_PATH.fullmatch(unquote(path) if "%" in path else path) is not None
+
+    def shed(self) -> None:
+        """Answer 503 ``overloaded`` to the prediction whose head just completed, count it, and close."""
+        # Imported here, not at the top: only workers shed, and the supervisor must never load prometheus_client.
+        from ml_production_service.server.metrics import SHED
+        from ml_production_service.server.middleware import request_id_from
+
+        SHED.inc()
+        SHEDDING.note(self.loop.time(), self.limits.max_in_flight)
+        self._answer_and_close(overloaded(self.limits.max_in_flight), request_id_from(self.headers), RETRY_AFTER)
+
     def reject(self, error: ApiError) -> None:
         """Answer ``error`` and close; if a response is being written, let it finish and close after it."""
+        request_id = secrets.token_hex(16)
+        logger.info("request_rejected", request_id=request_id, status=error.status, code=error.code, client=self.client)
+        self._answer_and_close(error, request_id)
+
+    def _answer_and_close(self, error: ApiError, request_id: str, extra_headers: bytes = b"") -> None:
         self.closing = True
         self._cancel_header_timer()
         self._unset_keepalive_if_required()
-        request_id = secrets.token_hex(16)
-        logger.info("request_rejected", request_id=request_id, status=error.status, code=error.code, client=self.client)
         if self.cycle is not None and not self.cycle.response_complete:
             # A pipelined request went wrong while the one before it is answered: close after that answer.
             self.cycle.keep_alive = False
             self.flow.pause_reading()
             return
-        self.transport.write(error_response_bytes(error, request_id))
+        self.transport.write(error_response_bytes(error, request_id, extra_headers))
         if self.transport.can_write_eof():
             self.transport.write_eof()
         # Keep reading (and dropping) for a moment, so that a client still sending can read the answer.

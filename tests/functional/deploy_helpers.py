@@ -29,6 +29,7 @@ from tests.functional.server_process import REPOSITORY
 
 DOCKERFILE = REPOSITORY / "Dockerfile"
 COMPOSE_FILE = REPOSITORY / "docker-compose.yml"
+LIMITS_COMPOSE_FILE = REPOSITORY / "docker-compose.limits.yml"
 K8S = REPOSITORY / "k8s"
 ROUTER_TEMPLATE = REPOSITORY / "deploy" / "nginx" / "ab.conf.template"
 VENV_BIN = Path(sys.executable).parent
@@ -102,12 +103,32 @@ def image_env() -> dict[str, str]:
     return env
 
 
-def compose_config() -> dict[str, Any]:
-    """The compose file as Debian's docker-compose resolves it (defaults filled in, anchors merged)."""
+def compose_env() -> dict[str, str]:
+    """This environment without the variables the compose files read (or docker-compose itself), so the files'
+    own defaults are what a test sees."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SERVICE_IMAGE", "AB_RANDOM_FOREST_PERCENT") and not k.startswith(("MPS_", "COMPOSE_"))
+    }
+
+
+def compose_command(files: tuple[Path, ...] = (COMPOSE_FILE,), profiles: tuple[str, ...] = ()) -> list[str]:
+    """docker-compose with ``files`` (in order: later ones override) and ``profiles`` active."""
+    command = [system_tool("docker-compose")]
+    for path in files:
+        command += ["--file", str(path)]
+    for profile in profiles:
+        command += ["--profile", profile]
+    return command
+
+
+def compose_config(files: tuple[Path, ...] = (COMPOSE_FILE,), profiles: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The compose files as Debian's docker-compose resolves them (defaults filled in, anchors and files merged)."""
     result = subprocess.run(
-        [system_tool("docker-compose"), "--file", str(COMPOSE_FILE), "config"],
+        [*compose_command(files, profiles), "config"],
         cwd=REPOSITORY,
-        env={k: v for k, v in os.environ.items() if k not in ("SERVICE_IMAGE", "AB_RANDOM_FOREST_PERCENT")},
+        env=compose_env(),
         capture_output=True,
         text=True,
         timeout=60,

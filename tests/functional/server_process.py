@@ -92,3 +92,34 @@ def running_server(command: list[str] | None = None, **settings: str) -> Iterato
             yield server
         finally:
             server.stop()
+
+
+Answer = tuple[int, dict[str, str], bytes]
+"""A raw HTTP answer: status, headers (lower-case names), body (cut at its Content-Length)."""
+
+
+def server_address(server: RunningServer) -> tuple[str, int]:
+    """The (host, port) a running server listens on, for raw sockets."""
+    host, port = server.url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+def read_all(connection: socket.socket, timeout: float = 10.0) -> bytes:
+    """Everything the server sends until it closes the connection (a reset after its answer keeps the answer)."""
+    connection.settimeout(timeout)
+    data = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while len(data) < 2**20 and time.monotonic() < deadline and (chunk := connection.recv(65536)):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+def parse_answer(data: bytes) -> Answer:
+    """Status, headers and body of one raw HTTP answer."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body[: int(headers.get("content-length", len(body)))]

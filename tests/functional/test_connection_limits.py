@@ -21,7 +21,15 @@ from typing import Any
 
 import pytest
 
-from tests.functional.server_process import REPOSITORY, SERVER_COMMAND, RunningServer, running_server, server_env
+from tests.functional.server_process import (
+    REPOSITORY,
+    SERVER_COMMAND,
+    parse_answer,
+    read_all,
+    running_server,
+    server_address,
+    server_env,
+)
 
 pytestmark = pytest.mark.slow
 CHUNK = b"a" * 65536
@@ -29,29 +37,9 @@ STREAMED_BYTES = 50 * 2**20
 RSS_GROWTH_LIMIT_KB = 4096
 
 
-def _address(server: RunningServer) -> tuple[str, int]:
-    host, port = server.url.removeprefix("http://").split(":")
-    return host, int(port)
-
-
-def _read_all(connection: socket.socket, timeout: float = 10.0) -> bytes:
-    """Everything the server sends until it closes the connection (a reset after its answer keeps the answer)."""
-    connection.settimeout(timeout)
-    data = b""
-    deadline = time.monotonic() + timeout
-    try:
-        while len(data) < 2**20 and time.monotonic() < deadline and (chunk := connection.recv(65536)):
-            data += chunk
-    except ConnectionResetError:
-        pass
-    return data
-
-
 def _parse(data: bytes) -> tuple[int, dict[str, str], Any]:
-    head, _, body = data.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
-    return int(status_line.split()[1]), headers, json.loads(body[: int(headers["content-length"])])
+    status, headers, body = parse_answer(data)
+    return status, headers, json.loads(body)
 
 
 def _error_code(data: bytes, status: int) -> str:
@@ -66,7 +54,7 @@ def _error_code(data: bytes, status: int) -> str:
 def _get(address: tuple[str, int], path: str) -> bytes:
     with socket.create_connection(address, timeout=10) as connection:
         connection.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
-        return _read_all(connection)
+        return read_all(connection)
 
 
 def _rss_kb(pid: int) -> int:
@@ -87,16 +75,16 @@ def _stream_header_until_cut(address: tuple[str, int], limit: int) -> tuple[int,
                 sent += len(CHUNK)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        return sent, _read_all(connection)
+        return sent, read_all(connection)
 
 
 def test_header_over_the_limit_is_431_and_streaming_50_mb_of_header_costs_no_memory() -> None:
     """A 20 KB header is answered 431 JSON; 50 MB of header bytes streamed at the worker leave its RSS flat."""
     with running_server() as server:
-        address = _address(server)
+        address = server_address(server)
         with socket.create_connection(address, timeout=10) as connection:
             connection.sendall(b"GET /health/live HTTP/1.1\r\nHost: test\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n")
-            assert _error_code(_read_all(connection), 431) == "headers_too_large"
+            assert _error_code(read_all(connection), 431) == "headers_too_large"
         _stream_header_until_cut(address, STREAMED_BYTES)  # warm-up: first-use allocations are not growth
         before = _rss_kb(server.process.pid)
         total, connections, answers = 0, 0, []
@@ -118,16 +106,16 @@ def test_request_line_that_stalls_is_answered_408_within_the_header_timeout() ->
     """With MPS_HEADER_TIMEOUT_S=1, 100 stalled partial request lines get 408 JSON and a silent connection is
     closed without an answer; the server keeps serving (and SIGINT, Ctrl-C, then stops it with exit 0)."""
     with running_server(MPS_HEADER_TIMEOUT_S="1") as server:
-        address = _address(server)
+        address = server_address(server)
         started = time.monotonic()
         stalled = [socket.create_connection(address, timeout=10) for _ in range(100)]
         silent = socket.create_connection(address, timeout=10)
         try:
             for connection in stalled:
                 connection.sendall(b"GET /health/li")
-            answers = [_read_all(connection) for connection in stalled]
+            answers = [read_all(connection) for connection in stalled]
             elapsed = time.monotonic() - started
-            silent_answer = _read_all(silent)
+            silent_answer = read_all(silent)
             live = _get(address, "/health/live")
         finally:
             for connection in [*stalled, silent]:
@@ -154,11 +142,11 @@ def test_connections_past_max_connections_are_refused_and_the_worker_stays_reach
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     command = ["prlimit", f"--nofile=100:{hard}", *SERVER_COMMAND]
     with running_server(command, MPS_MAX_CONNECTIONS="50", MPS_HEADER_TIMEOUT_S="60") as server:
-        address = _address(server)
+        address = server_address(server)
         opened = [socket.create_connection(address, timeout=10) for _ in range(200)]
         try:
             answered = _answered_within(opened, count=150, timeout=20)
-            refused = [_read_all(connection) for connection in answered]
+            refused = [read_all(connection) for connection in answered]
             held = [connection for connection in opened if connection not in answered]
             full = _get(address, "/health/live")
             for connection in held[:10]:

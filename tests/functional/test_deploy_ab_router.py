@@ -108,6 +108,8 @@ class RecordingUpstream(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.connections = 0
         self.paths: list[str] = []
+        self.client_headers: dict[str, tuple[str | None, str | None]] = {}
+        """X-Forwarded-For and X-Real-IP as each request path arrived."""
 
     @property
     def address(self) -> str:
@@ -141,6 +143,7 @@ class _RecordingHandler(BaseHTTPRequestHandler):
         received = len(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
         with self.server.lock:
             self.server.paths.append(self.path)
+            self.server.client_headers[self.path] = (self.headers["X-Forwarded-For"], self.headers["X-Real-IP"])
         answer = json.dumps({"path": self.path, "body_bytes": received}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -250,6 +253,30 @@ def test_router_answers_oversized_headers_itself_in_json(
         assert error["request_id"] == "limit-trace-1", "the client's request id names nginx's answer too"
     assert "X-Model-Variant" not in answer[1], "no variant answered"
     assert front_door.upstream.seen() == before, "the service got no connection and no request"
+
+
+@pytest.mark.parametrize(
+    ("tag", "sent", "forwarded"),
+    [
+        pytest.param("direct", [], "127.0.0.1", id="direct-client"),
+        pytest.param("proxied", ["X-Forwarded-For: 203.0.113.7"], "203.0.113.7, 127.0.0.1", id="behind-a-proxy"),
+        pytest.param(
+            "forged",
+            ["X-Forwarded-For: 198.51.100.1", "X-Real-IP: 198.51.100.2"],
+            "198.51.100.1, 127.0.0.1",
+            id="forged",
+        ),
+    ],
+)
+def test_router_tells_the_service_the_address_it_saw(
+    front_door: FrontDoor, tag: str, sent: list[str], forwarded: str
+) -> None:
+    """X-Forwarded-For reaches the service with the address nginx saw appended last (the hop the service believes,
+    from MPS_TRUSTED_PROXIES only), and X-Real-IP is that address whatever the client sent."""
+    target = f"/predict?client={tag}"
+    status, _, _ = exchange(front_door.port, request_head(target, *sent))
+    assert status == 200
+    assert front_door.upstream.client_headers[target] == (forwarded, "127.0.0.1")
 
 
 def test_router_answers_a_malformed_request_in_json_with_its_own_id(front_door: FrontDoor) -> None:

@@ -9,6 +9,7 @@ that read these files live in deploy_helpers.py, shared with the test_deploy_*.p
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import os
 import re
@@ -23,6 +24,7 @@ import yaml
 
 from ml_production_service import __version__
 from ml_production_service.configs import ModelType, ServiceConfig
+from ml_production_service.guard import ClientAddresses, KeyRing, load_keys, parse_networks, parse_rate_limit
 from ml_production_service.server.errors import ApiError, BodyTooLarge, error_body
 from ml_production_service.server.middleware import request_id_from
 from tests.functional.deploy_helpers import (
@@ -30,9 +32,12 @@ from tests.functional.deploy_helpers import (
     DOCKERFILE,
     K8S,
     KUBERNETES_VERSIONS,
+    LIMITS_COMPOSE_FILE,
     ROUTER_TEMPLATE,
     assert_valid_settings,
+    compose_command,
     compose_config,
+    compose_env,
     dockerfile_instructions,
     dockerfile_stages,
     image_command,
@@ -183,20 +188,49 @@ def test_image_healthcheck_passes_on_a_ready_server_and_fails_without_one() -> N
 # --- docker-compose -----------------------------------------------------------------------------------------
 
 
+COMPOSE_COMBINATIONS = [
+    pytest.param((COMPOSE_FILE,), (), id="ab-stack"),
+    pytest.param((COMPOSE_FILE,), ("limits",), id="ab-stack-profile-limits"),
+    pytest.param((COMPOSE_FILE, LIMITS_COMPOSE_FILE), ("limits",), id="ab-stack-with-rate-limits"),
+]
+"""Every file and profile combination the compose files and README document."""
+
+
 @pytest.mark.slow  # runs a Debian tool (make system-tools)
-def test_docker_compose_accepts_the_compose_file() -> None:
-    """Debian's docker-compose (v1) validates the file: `docker-compose config --quiet` exits 0."""
+@pytest.mark.parametrize(("files", "profiles"), COMPOSE_COMBINATIONS)
+def test_docker_compose_accepts_every_documented_combination(
+    files: tuple[Path, ...], profiles: tuple[str, ...]
+) -> None:
+    """Debian's docker-compose (v1) validates each combination: `docker-compose config --quiet` exits 0."""
     version = subprocess.run([system_tool("docker-compose"), "version", "--short"], capture_output=True, text=True)
     assert version.returncode == 0 and version.stdout.strip()
     result = subprocess.run(
-        [system_tool("docker-compose"), "--file", str(COMPOSE_FILE), "config", "--quiet"],
+        [*compose_command(files, profiles), "config", "--quiet"],
         cwd=REPOSITORY,
+        env=compose_env(),
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def _documented_compose_runs() -> set[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """(files, profiles) of every COMPOSE_FILE=... COMPOSE_PROFILES=... line in the compose files' comments."""
+    text = COMPOSE_FILE.read_text(encoding="utf-8") + LIMITS_COMPOSE_FILE.read_text(encoding="utf-8")
+    return {
+        (tuple(files.split(":")), tuple(profiles.split(",")))
+        for files, profiles in re.findall(r"COMPOSE_FILE=(\S+) COMPOSE_PROFILES=(\S+)", text)
+    }
+
+
+def test_the_documented_limits_command_is_a_tested_combination() -> None:
+    """The compose files' own `COMPOSE_FILE=... COMPOSE_PROFILES=limits` line is one the test above validates."""
+    tested = {(tuple(p.name for p in param.values[0]), tuple(param.values[1])) for param in COMPOSE_COMBINATIONS}
+    documented = _documented_compose_runs()
+    assert documented, "the limits stack's command is written down"
+    assert documented <= tested
 
 
 @pytest.mark.slow  # runs a Debian tool (make system-tools)
@@ -223,7 +257,7 @@ def test_compose_runs_each_variant_on_its_own_port_with_a_healthcheck_and_limits
 def test_compose_router_splits_between_the_variants_it_waits_for() -> None:
     """The A/B entry point renders the router template, targets both variants and starts once both are healthy."""
     config = compose_config()
-    names = {s["environment"].get("MPS_MODEL_TYPE"): name for name, s in config["services"].items()}
+    names = {s.get("environment", {}).get("MPS_MODEL_TYPE"): name for name, s in config["services"].items()}
     router = router_service(config)
     env = router["environment"]
     assert env["NGINX_ENVSUBST_FILTER"] == "^AB_"
@@ -239,6 +273,92 @@ def test_compose_router_splits_between_the_variants_it_waits_for() -> None:
     assert router["healthcheck"]["test"] and router["deploy"]["resources"]["limits"]["memory"]
     template_vars = set(re.findall(r"\$\{(\w+)\}", ROUTER_TEMPLATE.read_text(encoding="utf-8")))
     assert template_vars == {k for k in env if k.startswith("AB_")}, "every template variable is set, no other"
+
+
+def _redis_service(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The compose service running Redis: (its name, its settings)."""
+    (found,) = [(name, s) for name, s in config["services"].items() if s["image"].startswith("redis:")]
+    return found
+
+
+def _compose_bytes(value: str) -> int:
+    """A compose or Redis size (``64M``, ``48mb``) in bytes."""
+    match = re.fullmatch(r"(\d+)([kmg]?)b?", value.lower())
+    assert match, value
+    return int(match[1]) * 1024 ** " kmg".index(match[2] or " ")
+
+
+@pytest.mark.slow  # runs a Debian tool (make system-tools)
+def test_compose_redis_is_pinned_private_hardened_and_only_in_the_limits_profile() -> None:
+    """Redis: an exact image tag, the `limits` profile, no published port, read-only, no persistence, a health check."""
+    name, redis = _redis_service(compose_config())
+    assert re.fullmatch(r"redis:\d+\.\d+\.\d+-alpine", redis["image"]), "pinned to an exact version"
+    assert redis["profiles"] == ["limits"], "`docker-compose up` alone does not start it"
+    assert "ports" not in redis, "reachable only on the stack's network"
+    assert redis["read_only"] is True and redis["tmpfs"] == ["/data"] and redis["cap_drop"] == ["ALL"]
+    assert redis["user"] == "redis" and "no-new-privileges:true" in redis["security_opt"]
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    command = redis["command"]
+    assert command[0] == "redis-server"
+    options = dict(zip(command[1::2], command[2::2], strict=True))
+    assert options["--save"] == "" and options["--appendonly"] == "no", "counters only: nothing written to disk"
+    memory = _compose_bytes(redis["deploy"]["resources"]["limits"]["memory"])
+    assert memory <= 128 * 1024**2
+    assert _compose_bytes(options["--maxmemory"]) < memory, "Redis evicts before the container is killed"
+    assert options["--maxmemory-policy"] == "allkeys-lru"
+    assert name not in {s for service in compose_config()["services"].values() for s in service.get("depends_on", {})}
+
+
+@pytest.mark.slow  # runs a Debian tool (make system-tools)
+def test_compose_limits_file_shares_one_rate_limit_in_redis_between_the_variants() -> None:
+    """With docker-compose.limits.yml both variants count in the profile's Redis, wait for it, and can take a
+    largest batch; without it they keep the service's defaults (no limit, memory storage)."""
+    config = compose_config((COMPOSE_FILE, LIMITS_COMPOSE_FILE), ("limits",))
+    name, _ = _redis_service(config)
+    variants = variant_services(config)
+    assert set(variants) == {"random_forest", "decision_tree"}
+    for service in variants.values():
+        env = service["environment"]
+        settings = assert_valid_settings(env)
+        assert settings.rate_limit_storage == f"redis://{name}:6379/0"
+        assert settings.rate_limit is not None
+        assert min(item.amount for item in parse_rate_limit(settings.rate_limit)) >= settings.max_batch_size
+        assert service["depends_on"] == {name: {"condition": "service_healthy"}}
+    assert len({service["environment"]["MPS_RATE_LIMIT"] for service in variants.values()}) == 1, "one limit"
+    for service in variant_services(compose_config()).values():
+        settings = assert_valid_settings(service["environment"])
+        assert settings.rate_limit is None and settings.rate_limit_storage == "memory://"
+        assert "depends_on" not in service
+
+
+@pytest.mark.slow  # runs a Debian tool (make system-tools)
+def test_compose_variants_trust_the_routers_x_forwarded_for_and_no_one_elses() -> None:
+    """MPS_TRUSTED_PROXIES is the router's pinned address alone: the router names its client, and a client calling a
+    variant's published port (through the network's gateway) cannot name another one."""
+    config = compose_config()
+    (network,) = config["networks"]["default"]["ipam"]["config"]
+    subnet, dynamic = ipaddress.ip_network(network["subnet"]), ipaddress.ip_network(network["ip_range"])
+    router_address = ipaddress.ip_address(router_service(config)["networks"]["default"]["ipv4_address"])
+    assert router_address in subnet and router_address not in dynamic, "no other container can get its address"
+    gateway = str(next(subnet.hosts()))
+    for service in variant_services(config).values():
+        trusted = parse_networks(assert_valid_settings(service["environment"]).trusted_proxies)
+        assert trusted == (ipaddress.ip_network(router_address),)
+        clients = ClientAddresses(trusted)
+        forwarded = [(b"x-forwarded-for", b"198.51.100.9, 203.0.113.7")]  # a forged hop, then what nginx added
+        assert clients.client(str(router_address), forwarded) == "203.0.113.7"
+        assert clients.client(gateway, forwarded) == gateway, "only the router is believed"
+
+
+def test_compose_router_tells_the_variants_who_the_client_is() -> None:
+    """The router sends X-Forwarded-For (the client's, plus the address it saw) and X-Real-IP to the variants."""
+    proxied = [
+        arguments
+        for blocks, name, arguments in router_directives()
+        if blocks == ("server", "location /") and name == "proxy_set_header"
+    ]
+    assert ["X-Forwarded-For", "$proxy_add_x_forwarded_for"] in proxied
+    assert ["X-Real-IP", "$remote_addr"] in proxied
 
 
 def _nginx_seconds(value: str) -> float:
@@ -364,7 +484,7 @@ def test_kubernetes_validate_passes_every_manifest_strictly() -> None:
     assert not [line for line in lines if not line.startswith("INFO ")], result.stdout
     assert len(lines) == len(k8s_documents()) * len(KUBERNETES_VERSIONS)
     kinds = {d["kind"] for d in k8s_documents()}
-    assert kinds == {"ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
+    assert kinds == {"ConfigMap", "Secret", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
 
 
 def test_make_k8s_validate_checks_every_manifest() -> None:
@@ -404,7 +524,7 @@ def test_deployment_probes_resources_and_security(track: str) -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
-    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp"}
+    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp", API_KEYS_MOUNT}
     (model_type,) = [e for e in container["env"] if e["name"] == "MPS_MODEL_TYPE"]
     reference = model_type["valueFrom"]["configMapKeyRef"]
     assert reference == {"name": "mps-models", "key": track}
@@ -415,6 +535,61 @@ def test_deployment_probes_resources_and_security(track: str) -> None:
     assert container["ports"][0]["containerPort"] == config.api_port
     pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
     assert pod["terminationGracePeriodSeconds"] > pre_stop + config.graceful_timeout_s, "SIGKILL comes after drain"
+
+
+API_KEYS_MOUNT = "/etc/mps/keys"
+API_KEYS_SECRET = "mps-api-keys"
+
+
+def _api_keys_text() -> str:
+    """The keys file the Secret holds (its ``keys`` entry)."""
+    secret = k8s_resource("Secret", API_KEYS_SECRET)
+    assert secret["type"] == "Opaque" and set(secret["stringData"]) == {"keys"} and "data" not in secret
+    return str(secret["stringData"]["keys"])
+
+
+def test_api_keys_secret_is_a_valid_keys_file_holding_only_a_marked_placeholder(tmp_path: Path) -> None:
+    """The Secret's file is one the service loads, and its one line is a marked placeholder no key can match."""
+    text = _api_keys_text()
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(text, encoding="utf-8")
+    (placeholder,) = load_keys(keys_file)
+    assert placeholder.key_id == "example" and placeholder.digest == bytes(32), "64 zeros: no key's sha256"
+    assert "PLACEHOLDER" in text and "make api-key" in text
+    ring = KeyRing(load_keys(keys_file))
+    assert ring.identify(b"") is None and ring.identify(b"example") is None
+
+
+@pytest.mark.parametrize("track", ["stable", "canary"])
+def test_each_track_mounts_the_api_keys_read_only_where_the_configmap_says(track: str) -> None:
+    """Both tracks mount the Secret read-only at /etc/mps/keys, readable by the pod's group only (fsGroup, 0440);
+    the ConfigMap keeps auth off by default and names that file as the value that turns it on."""
+    pod = k8s_resource("Deployment", f"mps-{track}")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == API_KEYS_MOUNT]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"] == {"secretName": API_KEYS_SECRET, "defaultMode": 0o440}
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"] == 10001
+    config_map = (K8S / "configmap.yaml").read_text(encoding="utf-8")
+    assert k8s_resource("ConfigMap", "mps-config")["data"]["MPS_API_KEYS_FILE"] == "", "auth is off by default"
+    assert f"set this to {API_KEYS_MOUNT}/keys" in config_map, "the value that turns it on is the mounted file"
+
+
+def test_configmap_guard_settings_are_valid_off_and_turned_on(tmp_path: Path) -> None:
+    """mps-config starts the service with keys and limits off; set as its comments say (the mounted Secret, a limit),
+    the same settings are still valid: Redis by its Service name, the ingress's pod network trusted."""
+    shared = k8s_resource("ConfigMap", "mps-config")["data"]
+    env = {**shared, "MPS_MODEL_TYPE": k8s_resource("ConfigMap", "mps-models")["data"]["stable"]}
+    off = assert_valid_settings(env)
+    assert off.api_keys_file is None and off.rate_limit is None
+    assert re.fullmatch(r"redis://[a-z0-9]([-a-z0-9]*[a-z0-9])?:6379/0", off.rate_limit_storage), "a Service name"
+    assert parse_networks(off.trusted_proxies), "someone's X-Forwarded-For is believed: the ingress's"
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(_api_keys_text(), encoding="utf-8")
+    on = assert_valid_settings({**env, "MPS_API_KEYS_FILE": str(keys_file), "MPS_RATE_LIMIT": "1000/second"})
+    assert on.api_keys_file == keys_file and on.rate_limit == "1000/second"
+    assert on.rate_limit_storage == off.rate_limit_storage
 
 
 def test_canary_serves_the_other_model_behind_the_same_service() -> None:
@@ -530,7 +705,7 @@ def test_ecs_task_definition_runs_the_image_like_the_other_platforms() -> None:
 @pytest.mark.slow  # runs a Debian tool (make system-tools)
 def test_system_tools_is_quick_when_the_tools_are_installed() -> None:
     """`make system-tools` (what `make all-test` runs first) does nothing, fast, once the tools are there."""
-    for tool in ("nginx", "docker-compose", "wrk", "envsubst"):
+    for tool in ("nginx", "docker-compose", "wrk", "envsubst", "redis-server"):
         system_tool(tool)
     started = time.monotonic()
     result = subprocess.run(

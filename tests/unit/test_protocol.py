@@ -1,13 +1,14 @@
 """``server/protocol.py`` and ``server/supervisor.py`` driven in-process, the protocol on a fake transport.
 
-The real server command runs the same code in ``tests/functional/test_connection_limits.py`` and
-``test_deploy_sigterm.py``; these tests reach the branches a socket cannot time reliably (pipelining, a
-response half-written at SIGTERM, a flood of refusals).
+The real server command runs the same code in ``tests/functional/test_connection_limits.py``,
+``test_shedding.py`` and ``test_deploy_sigterm.py``; these tests reach the branches a socket cannot time reliably
+(pipelining, a response half-written at SIGTERM, a flood of refusals, an exact in-flight count).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from uvicorn.server import ServerState
 from uvicorn.supervisors import multiprocess
 
@@ -23,6 +25,7 @@ from ml_production_service.configs import ServiceConfig
 from ml_production_service.server.lifecycle import SHUTDOWN
 from ml_production_service.server.protocol import (
     LINGER_BYTES,
+    SHEDDING,
     ConnectionLimits,
     LimitedHttpToolsProtocol,
     ServerConfig,
@@ -30,8 +33,12 @@ from ml_production_service.server.protocol import (
 )
 from ml_production_service.server.supervisor import GracefulMultiprocess, GracefulProcess, GracefulServer
 
-LIMITS = ConnectionLimits(max_header_bytes=1024, header_timeout_s=0.05, max_connections=2, drain_grace_s=0.05)
+LIMITS = ConnectionLimits(
+    max_header_bytes=1024, header_timeout_s=0.05, max_connections=2, drain_grace_s=0.05, max_in_flight=0
+)
 GET = b"GET /ok HTTP/1.1\r\nHost: test\r\n\r\n"
+IN_FLIGHT = 3
+SHEDDING_LIMITS = dataclasses.replace(LIMITS, max_connections=100, max_in_flight=IN_FLIGHT)
 
 
 class FakeTransport:
@@ -142,13 +149,22 @@ class Connection:
 
 
 @pytest.fixture
-def connect(loop: asyncio.AbstractEventLoop) -> Callable[..., Connection]:
+def connect(loop: asyncio.AbstractEventLoop) -> Iterator[Callable[..., Connection]]:
     state = ServerState()
+    apps: list[App] = []
 
     def _connect(app: App | None = None, limits: ConnectionLimits = LIMITS) -> Connection:
-        return Connection(loop, state, app or App(), limits)
+        apps.append(app or App())
+        return Connection(loop, state, apps[-1], limits)
 
-    return _connect
+    yield _connect
+    # Release what a test left waiting, so that no task is still pending when the loop closes.
+    for app in apps:
+        app.release.set()
+    for _ in range(10):
+        if not state.tasks:
+            break
+        loop.run_until_complete(asyncio.sleep(0))
 
 
 def _error(answer: tuple[int, dict[str, str], bytes]) -> dict[str, Any]:
@@ -165,9 +181,12 @@ def _error(answer: tuple[int, dict[str, str], bytes]) -> dict[str, Any]:
 
 def test_limits_come_from_the_service_config_and_the_grace_never_outlasts_keep_alive() -> None:
     """The drain grace is 1 s, or the keep-alive timeout when that is shorter."""
-    config = ServiceConfig(max_header_bytes=2048, header_timeout_s=3, max_connections=7, keep_alive_timeout_s=0.5)
-    assert ConnectionLimits.from_config(config) == ConnectionLimits(2048, 3.0, 7, 0.5)
+    config = ServiceConfig(
+        max_header_bytes=2048, header_timeout_s=3, max_connections=7, keep_alive_timeout_s=0.5, max_in_flight=9
+    )
+    assert ConnectionLimits.from_config(config) == ConnectionLimits(2048, 3.0, 7, 0.5, 9)
     assert ConnectionLimits.from_config(ServiceConfig()).drain_grace_s == 1.0
+    assert ConnectionLimits.from_config(ServiceConfig(max_in_flight=0)).max_in_flight == 0
 
 
 def test_a_request_within_the_limits_is_served_and_kept_alive(connect: Callable[..., Connection]) -> None:
@@ -297,6 +316,7 @@ def test_refusals_are_logged_once_a_second_with_a_count() -> None:
     assert log.pending == 2
     log.note(now=11.2, limit=5)
     assert log.pending == 0
+    assert (SHEDDING.event, SHEDDING.limit_name) == ("requests_shed", "max_in_flight")
 
 
 def test_pipelined_request_over_the_limit_closes_the_connection_after_the_answer_in_progress(
@@ -339,6 +359,171 @@ def test_upgrade_requests_are_served_as_plain_requests(connect: Callable[..., Co
     connection.send(b"GET /ok HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
     connection.run()
     assert [status for status, _, _ in connection.answers()] == [200]
+
+
+# --- load shedding --------------------------------------------------------------------------------------------
+
+
+def _post(path: str, body: bytes = b"{}", headers: bytes = b"") -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    return head.encode() + headers + b"\r\n" + body
+
+
+def _hold(connect: Callable[..., Connection], app: App, requests: int) -> list[Connection]:
+    """``requests`` connections whose requests stay in flight (as uvicorn tasks) until ``app.release``."""
+    held = [connect(app, SHEDDING_LIMITS) for _ in range(requests)]
+    for connection in held:
+        connection.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+    held[0].run()
+    assert len(held[0].protocol.tasks) == requests
+    return held
+
+
+def _shed_count() -> float:
+    return REGISTRY.get_sample_value("mps_shed_total") or 0.0
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param("/predict", id="predict"),
+        pytest.param("/predict?explain=true", id="predict-query"),
+        pytest.param("/predict/batch", id="batch"),
+        pytest.param("/%70redict", id="percent-encoded"),
+        pytest.param("http://t/predict", id="absolute-form"),
+        pytest.param("/v2/models/heuristic/infer", id="v2-infer"),
+        pytest.param("/v2/models/heuristic/versions/1.2.0/infer", id="v2-version-infer"),
+    ],
+)
+def test_prediction_over_the_in_flight_limit_is_shed_before_its_body(
+    connect: Callable[..., Connection], target: str
+) -> None:
+    """With ``max_in_flight`` requests held, a prediction gets 503 ``overloaded`` with Retry-After from its head
+    alone: the app never sees it, the counter counts it, the connection closes, later body bytes are dropped."""
+    app = App()
+    _hold(connect, app, IN_FLIGHT)
+    before = _shed_count()
+    connection = connect(app, SHEDDING_LIMITS)
+    head = _post(target, b"x" * 100)[:-90]  # the head and 10 of 100 body bytes
+    connection.send(head)
+    connection.run()
+    [answer] = connection.answers()
+    payload = _error(answer)
+    assert (answer[0], payload["code"], answer[1]["retry-after"]) == (503, "overloaded", "1")
+    assert payload["details"] == [{"field": "request", "rule": "max_in_flight", "message": "at most 3 per worker"}]
+    assert answer[1]["x-request-id"] == payload["request_id"] and len(payload["request_id"]) == 32
+    assert app.calls == IN_FLIGHT
+    assert len(connection.protocol.tasks) == IN_FLIGHT
+    assert _shed_count() == before + 1
+    assert connection.transport.eof, "the answer is followed by FIN; the rest of the body is read and dropped"
+    connection.send(b"x" * 90)
+    assert len(connection.answers()) == 1 and app.calls == IN_FLIGHT
+    assert connection.protocol.timeout_keep_alive_task is not None, "the linger closes it, as after any rejection"
+
+
+def test_shed_answer_keeps_the_clients_request_id(connect: Callable[..., Connection]) -> None:
+    """A sane ``X-Request-ID`` is echoed as the middleware would; an unsafe one is replaced."""
+    app = App()
+    _hold(connect, app, IN_FLIGHT)
+    kept, replaced = connect(app, SHEDDING_LIMITS), connect(app, SHEDDING_LIMITS)
+    kept.send(_post("/predict", headers=b"X-Request-ID: trace-7\r\n"))
+    replaced.send(_post("/predict", headers=b"X-Request-ID: a b\r\n"))
+    [(_, kept_headers, kept_body)] = kept.answers()
+    [(_, replaced_headers, _)] = replaced.answers()
+    assert kept_headers["x-request-id"] == "trace-7" == json.loads(kept_body)["request_id"]
+    assert replaced_headers["x-request-id"] not in {"a b", "trace-7"}
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        pytest.param(b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n", id="health-live"),
+        pytest.param(b"GET /health/ready HTTP/1.1\r\nHost: t\r\n\r\n", id="health-ready"),
+        pytest.param(b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n", id="v2-health"),
+        pytest.param(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n", id="metrics"),
+        pytest.param(b"GET /model HTTP/1.1\r\nHost: t\r\n\r\n", id="model"),
+        pytest.param(b"GET /v2/models/heuristic HTTP/1.1\r\nHost: t\r\n\r\n", id="v2-metadata"),
+        pytest.param(b"GET /v2/models/heuristic/versions/1 HTTP/1.1\r\nHost: t\r\n\r\n", id="v2-version-metadata"),
+        pytest.param(b"GET /v2/models/heuristic/ready HTTP/1.1\r\nHost: t\r\n\r\n", id="v2-model-ready"),
+        pytest.param(b"GET /predict HTTP/1.1\r\nHost: t\r\n\r\n", id="get-predict"),
+        pytest.param(_post("/health/live"), id="post-health"),
+        pytest.param(_post("/predict/"), id="post-predict-slash"),
+        pytest.param(_post("/predictions"), id="post-other-path"),
+        pytest.param(_post("/v2/models/a/b/infer"), id="post-v2-extra-segment"),
+        pytest.param(_post("/v2/models/heuristic"), id="post-v2-metadata"),
+    ],
+)
+def test_requests_that_do_not_run_the_model_are_served_over_the_limit(
+    connect: Callable[..., Connection], request_bytes: bytes
+) -> None:
+    """Health, metrics, metadata, GETs and POSTs to other paths reach the app whatever the load."""
+    app = App()
+    _hold(connect, app, IN_FLIGHT)
+    connection = connect(app, SHEDDING_LIMITS)
+    connection.send(request_bytes)
+    connection.run()
+    assert [(status, body) for status, _, body in connection.answers()] == [(200, b"ok")]
+    assert app.calls == IN_FLIGHT + 1
+
+
+def test_prediction_one_under_the_limit_is_served(connect: Callable[..., Connection]) -> None:
+    """With ``max_in_flight - 1`` requests held the prediction becomes the last one allowed; the next is shed."""
+    app = App()
+    _hold(connect, app, IN_FLIGHT - 1)
+    served, shed = connect(app, SHEDDING_LIMITS), connect(app, SHEDDING_LIMITS)
+    served.send(_post("/predict")[:-1])  # in flight until its last byte
+    shed.send(_post("/predict"))
+    served.send(b"}")
+    served.run()
+    assert [status for status, _, _ in served.answers()] == [200]
+    assert [status for status, _, _ in shed.answers()] == [503]
+    assert app.calls == IN_FLIGHT
+
+
+def test_no_shedding_when_the_limit_is_off(connect: Callable[..., Connection]) -> None:
+    """``max_in_flight=0``: a prediction is served however many requests are held."""
+    app = App()
+    off = dataclasses.replace(SHEDDING_LIMITS, max_in_flight=0)
+    held = [connect(app, off) for _ in range(20)]
+    for connection in held:
+        connection.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+    connection = connect(app, off)
+    connection.send(_post("/predict"))
+    connection.run()
+    assert [status for status, _, _ in connection.answers()] == [200]
+    assert len(connection.protocol.tasks) == 20
+
+
+def test_shed_tasks_free_their_slot_when_answered(connect: Callable[..., Connection]) -> None:
+    """The count is live: once held requests are answered, predictions are served again."""
+    app = App()
+    _hold(connect, app, IN_FLIGHT)
+    first = connect(app, SHEDDING_LIMITS)
+    first.send(_post("/predict"))
+    app.release.set()
+    first.run()
+    assert len(first.protocol.tasks) == 0
+    again = connect(app, SHEDDING_LIMITS)
+    again.send(_post("/predict"))
+    again.run()
+    assert [status for status, _, _ in first.answers()] == [503]
+    assert [status for status, _, _ in again.answers()] == [200]
+
+
+def test_pipelined_prediction_behind_an_answer_in_progress_is_not_shed(connect: Callable[..., Connection]) -> None:
+    """A prediction queued behind its connection's answer in progress waits there instead of being shed (it
+    adds no task until that answer is done; a shed answer could not be written before it anyway)."""
+    app = App()
+    _hold(connect, app, IN_FLIGHT - 1)
+    connection = connect(app, SHEDDING_LIMITS)
+    connection.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n" + _post("/predict"))
+    connection.run()
+    assert len(connection.protocol.tasks) == IN_FLIGHT
+    app.release.set()
+    connection.run()
+    connection.run()
+    assert [status for status, _, _ in connection.answers()] == [200, 200]
+    assert not connection.transport.closed
 
 
 # --- drain --------------------------------------------------------------------------------------------------------

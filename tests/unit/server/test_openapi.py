@@ -9,8 +9,11 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped]  # no stubs installed
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
+from ml_production_service.configs import ServiceConfig
 from ml_production_service.features import MAX_MEASUREMENT_CM, MIN_MEASUREMENT_CM
+from ml_production_service.server.app import create_app
 from ml_production_service.server.errors import ApiError
 from ml_production_service.server.openapi import (
     ANY_ROUTE,
@@ -52,11 +55,17 @@ def test_errors_documents_each_status_with_the_error_model() -> None:
     assert errors() == {}
 
 
-def test_the_shared_status_sets() -> None:
-    """Every route can answer 405/408/413/422; body routes add 400/415; model routes 503."""
-    assert set(ANY_ROUTE) == {405, 408, 413, 422}
-    assert set(BODY_ROUTE) == {400, 415}
-    assert set(MODEL_ROUTE) == {503}
+def test_prediction_routes_document_every_status_they_can_answer() -> None:
+    """A key refused (401), a limit hit (429), a deadline passed (504), overload (503) and the body's errors are all
+    documented on the prediction routes; metadata routes carry the shared ones but no body errors."""
+    with TestClient(create_app(ServiceConfig(log_level="WARNING", log_format="json"))) as client:
+        schema = client.get("/openapi.json").json()
+    every = {"400", "401", "405", "408", "413", "415", "422", "429", "503", "504"}
+    for path in ("/predict", "/predict/batch", "/v2/models/{name}/infer"):
+        assert every <= set(schema["paths"][path]["post"]["responses"]), path
+    model = set(schema["paths"]["/model"]["get"]["responses"])
+    assert {"401", "405", "408", "413", "503"} <= model and not {"415", "429"} & model
+    assert set(ANY_ROUTE) | set(BODY_ROUTE) | set(MODEL_ROUTE) == {int(status) for status in every}
 
 
 # the V2 request body: the schema and the codec agree
