@@ -1,6 +1,6 @@
 # Research targets: experiments, reports, gated promotion and rollback (research/experiments).
 .PHONY: eval-heuristic train-decision-tree train-random-forest train-xgboost train-all run-all-experiments \
-	promote rollback compare research-report readme-model-table
+	promote rollback refresh-reference compare research-report readme-model-table
 
 JOBS ?= 1
 RESEARCH_FORCE = $(if $(filter 1 true yes,$(FORCE)),--force)
@@ -31,6 +31,9 @@ promote: $(VENV_STAMP) ## Promote a run's candidate: MODEL=<type> [RUN=<run-id>,
 rollback: $(VENV_STAMP) ## Restore the production model a promotion replaced: MODEL=<type>
 	@test -n "$(MODEL)" || { echo "usage: make rollback MODEL=<type>" >&2; exit 2; }
 	$(UV_RUN) python -m research.experiments.promotion rollback --model $(MODEL)
+
+refresh-reference: $(VENV_STAMP) ## Record reference profile + golden predictions in registry/prd, no retraining: [MODEL=<type>]
+	$(UV_RUN) python -m research.experiments.promotion refresh-reference $(if $(MODEL),--model $(MODEL))
 
 compare: $(VENV_STAMP) ## The latest run of every model side by side, with paired tests
 	$(UV_RUN) python -m research.experiments.report compare

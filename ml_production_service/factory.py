@@ -1,36 +1,93 @@
-"""Build the configured predictor: an explicit mapping from model type to constructor."""
+"""Build the configured predictor: an explicit mapping from model type to constructor.
+
+Every constructor proves, before the model may serve, that it still answers the golden predictions its manifest
+recorded at promotion (``reference.check_golden``): the original model within ``GOLDEN_TOLERANCE``, its fast path
+within ``FAST_PATH_GOLDEN_TOLERANCE`` (in ``registry.load_fast_path``, after the parity check).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
 
 from ml_production_service.configs import ModelType, ServiceConfig
+from ml_production_service.features import FloatArray
 from ml_production_service.predictors.base import BasePredictor
 from ml_production_service.predictors.heuristic import HeuristicPredictor
 from ml_production_service.predictors.ml_model import MLModelPredictor
+from ml_production_service.reference import GOLDEN_TOLERANCE, check_golden
 from ml_production_service.registry import ManifestNotFoundError, load_artifact, load_fast_path, read_manifest
 
 
-def _heuristic(config: ServiceConfig) -> BasePredictor:
-    # The heuristic needs no artifact; its manifest (evaluation metrics) is used when promoted. Only an absent
-    # manifest falls back to the built-in one: a broken one (or a registry that is a file) stops start-up.
+def _retrain(model_type: ModelType) -> str:
+    target = model_type.value.replace("_", "-")
+    verb = "eval" if model_type is ModelType.HEURISTIC else "train"
+    return f"retrain and re-promote it (make {verb}-{target})"
+
+
+def load_heuristic(registry_dir: Path) -> HeuristicPredictor:
+    """The heuristic with its promoted manifest (golden-checked), or with the built-in one when none is promoted."""
+    # Only an absent manifest falls back to the built-in one: a broken one (or a registry that is a file) stops
+    # start-up.
     try:
-        manifest = read_manifest(config.registry_dir, ModelType.HEURISTIC)
+        manifest = read_manifest(registry_dir, ModelType.HEURISTIC)
     except ManifestNotFoundError:
         return HeuristicPredictor()
-    return HeuristicPredictor(manifest)
+    predictor = HeuristicPredictor(manifest)
+    # Its single-row path is separate code (plain Python, for speed), and /predict serves from it: check both.
+    for served_by, predict in (
+        ("its rules", predictor.predict_proba),
+        ("its rules, row by row", _row_by_row(predictor)),
+    ):
+        check_golden(
+            manifest, predict, tolerance=GOLDEN_TOLERANCE, served_by=served_by, remedy=_retrain(ModelType.HEURISTIC)
+        )
+    return predictor
+
+
+def _row_by_row(predictor: BasePredictor) -> Callable[[FloatArray], FloatArray]:
+    """``predictor.predict_one`` on each row, as a probability matrix in ``class_labels`` order."""
+
+    def predict(rows: FloatArray) -> FloatArray:
+        answers = [predictor.predict_one(row).probabilities for row in rows]
+        return np.array([[answer[label] for label in predictor.class_labels] for answer in answers], dtype=np.float64)
+
+    return predict
+
+
+def load_fitted(
+    registry_dir: Path, model_type: ModelType, *, allow_version_mismatch: bool = False, fast_path: bool = True
+) -> MLModelPredictor:
+    """The verified artifact of ``model_type``, golden-checked, served by its parity-checked fast path if asked."""
+    pipeline, manifest = load_artifact(registry_dir, model_type, allow_version_mismatch=allow_version_mismatch)
+    # Check the Pipeline against its manifest (fitted, same classes) before the golden and parity checks run it.
+    predictor = MLModelPredictor(pipeline, manifest)
+    check_golden(
+        manifest,
+        pipeline.predict_proba,
+        tolerance=GOLDEN_TOLERANCE,
+        served_by="the original model",
+        remedy=_retrain(model_type),
+    )
+    if not fast_path:
+        return predictor
+    return MLModelPredictor(pipeline, manifest, load_fast_path(registry_dir, manifest, pipeline))
+
+
+def _heuristic(config: ServiceConfig) -> BasePredictor:
+    return load_heuristic(config.registry_dir)
 
 
 def _fitted(model_type: ModelType) -> Callable[[ServiceConfig], BasePredictor]:
     def build(config: ServiceConfig) -> BasePredictor:
-        pipeline, manifest = load_artifact(
-            config.registry_dir, model_type, allow_version_mismatch=config.allow_version_mismatch
+        return load_fitted(
+            config.registry_dir,
+            model_type,
+            allow_version_mismatch=config.allow_version_mismatch,
+            fast_path=config.fast_path,
         )
-        # Check the Pipeline against its manifest (fitted, same classes) before the fast path's parity check runs it.
-        predictor = MLModelPredictor(pipeline, manifest)
-        if not config.fast_path:
-            return predictor
-        return MLModelPredictor(pipeline, manifest, load_fast_path(config.registry_dir, manifest, pipeline))
 
     return build
 

@@ -3,7 +3,9 @@
 Loading checks the artifact's sha256 against the manifest *before* unpickling it, and refuses
 artifacts trained with other library versions unless explicitly allowed. Every way a registry can be broken
 (a folder where a file should be, a link loop, a truncated or foreign artifact) is a ModelLoadError with
-one line naming the file, never a raw exception from the file system, joblib or ONNX Runtime.
+one line naming the file, never a raw exception from the file system, joblib or ONNX Runtime. ``save_model``
+records the artifact's golden predictions in its manifest; ``load_fast_path`` holds the fast path to them
+(``factory`` holds the original model to them).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ml_production_service.fast_path import (
 )
 from ml_production_service.manifest import MANIFEST_FILE, FastPathInfo, ModelManifest, installed_library_versions
 from ml_production_service.predictors.base import IntegrityError, ManifestError, ModelLoadError, VersionMismatchError
+from ml_production_service.reference import FAST_PATH_GOLDEN_TOLERANCE, check_golden, golden_predictions
 
 ARTIFACT_FILE = "model.joblib"
 EXACT_VERSION_LIBRARIES = ("scikit-learn", "xgboost")
@@ -199,7 +202,10 @@ def _verified_bytes(folder: Path, name: str, sha256: str, what: str) -> tuple[Pa
 
 
 def load_fast_path(registry_dir: Path, manifest: ModelManifest, original: Any) -> OnnxModel | None:
-    """The manifest's verified fast path, after proving parity with ``original``; None if it has none."""
+    """The manifest's verified fast path, after proving parity with ``original`` and its golden predictions.
+
+    None if the manifest has no fast path.
+    """
     info = manifest.fast_path
     if info is None:
         return None
@@ -219,6 +225,13 @@ def load_fast_path(registry_dir: Path, manifest: ModelManifest, original: Any) -
             f"({report.label_mismatches} labels differ, max probability difference {report.max_abs_diff:.3g}): "
             "re-promote the model, or set MPS_FAST_PATH=false to serve the original"
         )
+    check_golden(
+        manifest,
+        fast.predict_proba,
+        tolerance=FAST_PATH_GOLDEN_TOLERANCE,
+        served_by="its ONNX fast path",
+        remedy="re-promote the model, or set MPS_FAST_PATH=false to serve the original",
+    )
     return fast
 
 
@@ -234,12 +247,17 @@ def _export_fast_path(pipeline: Any) -> tuple[bytes, ParityReport]:
 
 
 def save_model(registry_dir: Path, manifest: ModelManifest, artifact: Any | None) -> ModelManifest:
-    """Write ``artifact`` (if any), its ONNX fast path and its manifest (names, sha256s); return the manifest."""
+    """Write ``artifact`` (if any), its ONNX fast path and its manifest; return the manifest.
+
+    With an artifact, the manifest gets its names, sha256s and golden predictions (the artifact's own answers,
+    whatever the manifest said); without one, only the manifest is written, as given.
+    """
     folder = model_dir(registry_dir, manifest.model_type)
     folder.mkdir(parents=True, exist_ok=True)
     if artifact is not None:
-        # Prove the fast path before touching the folder: a refused promotion leaves the old model serving.
+        # Prove the fast path and the manifest before writing a file: a refused promotion leaves the old model serving.
         onnx_bytes, report = _export_fast_path(artifact)
+        manifest = _readable(manifest.model_copy(update={"golden": golden_predictions(artifact.predict_proba)}))
         path = folder / ARTIFACT_FILE
         _atomic_write(path, lambda target: joblib.dump(artifact, target))
         fast_path = folder / FAST_PATH_FILE
@@ -256,9 +274,18 @@ def save_model(registry_dir: Path, manifest: ModelManifest, artifact: Any | None
                 ),
             }
         )
+    manifest = _readable(manifest)
     text = manifest.model_dump_json(indent=2) + "\n"
     _atomic_write(folder / MANIFEST_FILE, lambda target: target.write_text(text, encoding="utf-8"))
     return manifest
+
+
+def _readable(manifest: ModelManifest) -> ModelManifest:
+    """``manifest`` as read back from its JSON: ``model_copy`` skips validation, and the service will not."""
+    try:
+        return ModelManifest.model_validate_json(manifest.model_dump_json())
+    except ValidationError as error:
+        raise ManifestError(f"manifest of {manifest.model_type.value} is invalid: {error.errors()[0]['msg']}") from None
 
 
 def _atomic_write(path: Path, write: Any) -> None:

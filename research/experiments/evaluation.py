@@ -148,10 +148,19 @@ def split_ratio(splits: list[Split]) -> float:
     return float(np.mean([len(test) / len(train) for train, test in splits]))
 
 
-def repeated_cv(model: Any, dataset: Dataset, protocol: Protocol, splits: list[Split]) -> dict[str, Any]:
-    """Repeated stratified k-fold: per-fold accuracy and macro F1, mean, standard deviation, corrected interval."""
-    desc = f"{protocol.repeats}x{protocol.folds}-fold CV"
-    probabilities = out_of_fold_probabilities(model, dataset, splits, desc, protocol.jobs)
+def repeated_cv(
+    model: Any,
+    dataset: Dataset,
+    protocol: Protocol,
+    splits: list[Split],
+    probabilities: list[np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Repeated stratified k-fold: per-fold accuracy and macro F1, mean, standard deviation, corrected interval.
+
+    ``probabilities`` are the splits' out-of-fold predictions when already made (``repeated_cv_probabilities``).
+    """
+    if probabilities is None:
+        probabilities = repeated_cv_probabilities(model, dataset, protocol, splits)
     accuracy, macro_f1 = _fold_scores(dataset, splits, probabilities)
     ratio = split_ratio(splits)
     return {
@@ -164,6 +173,26 @@ def repeated_cv(model: Any, dataset: Dataset, protocol: Protocol, splits: list[S
         "fold_accuracy": accuracy,
         "fold_macro_f1": macro_f1,
     }
+
+
+def repeated_cv_probabilities(
+    model: Any, dataset: Dataset, protocol: Protocol, splits: list[Split]
+) -> list[np.ndarray]:
+    """The out-of-fold probabilities of every split of the repeated CV."""
+    desc = f"{protocol.repeats}x{protocol.folds}-fold CV"
+    return out_of_fold_probabilities(model, dataset, splits, desc, protocol.jobs)
+
+
+def partition_probabilities(dataset: Dataset, splits: list[Split], probabilities: list[np.ndarray]) -> np.ndarray:
+    """One out-of-fold prediction per row, from splits whose test rows partition the data (one k-fold repeat)."""
+    assembled = np.full((len(dataset.targets), len(dataset.class_labels)), np.nan)
+    seen = np.zeros(len(dataset.targets), dtype=int)
+    for (_, test), proba in zip(splits, probabilities, strict=True):
+        assembled[test] = proba
+        seen[test] += 1
+    if not (seen == 1).all():
+        raise ValueError("the splits' test rows do not cover every row exactly once")
+    return assembled
 
 
 def oob(model: Any, dataset: Dataset) -> dict[str, Any] | None:

@@ -22,8 +22,9 @@ from sklearn.base import clone
 from ml_production_service.configs import ModelType
 from ml_production_service.features import FEATURE_NAMES
 from ml_production_service.predictors.heuristic import HeuristicPredictor
+from ml_production_service.reference import golden_predictions
 from ml_production_service.registry import load_artifact, load_fast_path, model_dir, read_manifest, save_model
-from research.experiments import evaluation, figures
+from research.experiments import evaluation, figures, monitoring
 from research.experiments.common import (
     FamilyConfig,
     build_manifest,
@@ -120,7 +121,8 @@ def run_experiment(config: FamilyConfig, protocol: Protocol, results_dir: Path, 
     with phases("loocv"):
         loocv = evaluation.loocv(model, dataset, protocol)
     with phases("repeated_cv"):
-        repeated = evaluation.repeated_cv(model, dataset, protocol, splits)
+        fold_probabilities = evaluation.repeated_cv_probabilities(model, dataset, protocol, splits)
+        repeated = evaluation.repeated_cv(model, dataset, protocol, splits, fold_probabilities)
     with phases("oob"):
         oob = evaluation.oob(model, dataset) if config.fitted else None
     with phases("nested_cv"):
@@ -141,6 +143,15 @@ def run_experiment(config: FamilyConfig, protocol: Protocol, results_dir: Path, 
         dataset.targets,
         dataset.class_labels,
         seed=config.seed,
+    ).model_copy(
+        update={
+            # The baseline production is watched against, and the answers every start-up checks: computed here, so
+            # that promotion copies them with the candidate, byte for byte.
+            "reference": monitoring.run_reference(
+                config.model_type, dataset, final, protocol, splits, fold_probabilities
+            ),
+            "golden": golden_predictions(final.predict_proba),
+        }
     )
     candidates = models_dir / run_id
     with phases("save_candidate"):

@@ -5,7 +5,9 @@ the production model's on the same protocol, unless forced. Production is judged
 protocol: from its manifest when that names the same folds, seed and data, otherwise by re-validating the
 recipe its manifest records. The candidate's folder (artifact, fast path, manifest: whatever it holds) is
 copied whole into ``<registry>/<type>/``; the folder it replaces moves whole to ``<previous>/<type>/``, so
-``rollback`` restores it byte for byte (and a second rollback restores the promotion).
+``rollback`` restores it byte for byte (and a second rollback restores the promotion). A candidate carries its
+reference profile and golden predictions (made by its run); ``refresh-reference`` records them for a model already
+in the registry, without retraining it.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ml_production_service.configs import DEFAULT_REGISTRY_DIR, ModelType
+from ml_production_service.factory import load_fitted, load_heuristic
 from ml_production_service.manifest import ModelManifest
 from ml_production_service.predictors.base import ManifestError, ModelLoadError
-from ml_production_service.registry import load_artifact, model_dir, read_manifest
+from ml_production_service.registry import model_dir, read_manifest
 from research.experiments import evaluation
 from research.experiments.common import MODELS_DIR, RESULTS_DIR, load_dataset, model_from_recipe
 from research.experiments.evaluation import Protocol
 from research.experiments.experiment import Run, find_run
+from research.experiments.monitoring import RefreshError, refresh_reference
 from research.experiments.text import pct
 
 TOLERANCE = 1e-12
@@ -61,13 +65,15 @@ def load_candidate(models_dir: Path, run: Run) -> ModelManifest:
             f"no candidate of run {run.run_id} in {candidates}: candidates are not committed; re-run "
             f"make train-{run.model_type.value.replace('_', '-')} to make a fresh one"
         )
-    if run.model_type is ModelType.HEURISTIC:
-        manifest = read_manifest(candidates, run.model_type)
-    else:
-        _, manifest = load_artifact(candidates, run.model_type)
+    manifest = _verify(candidates, run.model_type)
     if manifest.metrics.get("run_id") != run.run_id:
         raise PromotionError(
             f"candidate in {candidates} belongs to run {manifest.metrics.get('run_id')}, not {run.run_id}"
+        )
+    if manifest.reference is None or manifest.golden is None:
+        raise PromotionError(
+            f"candidate of run {run.run_id} has no reference profile or golden predictions (it was made before "
+            f"they existed): re-run make train-{run.model_type.value.replace('_', '-')} to make a fresh one"
         )
     return manifest
 
@@ -128,9 +134,11 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 def _verify(registry_dir: Path, model_type: ModelType) -> ModelManifest:
+    """Load the model in ``registry_dir`` as the service would (integrity, versions, golden check, fast path)."""
     if model_type is ModelType.HEURISTIC:
-        return read_manifest(registry_dir, model_type)
-    return load_artifact(registry_dir, model_type)[1]
+        read_manifest(registry_dir, model_type)  # the heuristic needs no manifest to serve; a candidate must have one
+        return load_heuristic(registry_dir).manifest
+    return load_fitted(registry_dir, model_type).manifest
 
 
 def promote(
@@ -224,10 +232,12 @@ def promote_from_args(model_type: ModelType, run_id: str | None, args: argparse.
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``promote --model TYPE [--run ID] [--force]`` or ``rollback --model TYPE``."""
+    """``promote --model TYPE [--run ID] [--force]``, ``rollback --model TYPE`` or ``refresh-reference [--model T]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("action", choices=["promote", "rollback"])
-    parser.add_argument("--model", type=parse_model_type, required=True)
+    parser.add_argument("action", choices=["promote", "rollback", "refresh-reference"])
+    parser.add_argument(
+        "--model", type=parse_model_type, default=None, help="required, except by refresh-reference (default: all)"
+    )
     parser.add_argument("--run", default=None, help="run id (default: the newest run of the model)")
     parser.add_argument("--force", action="store_true", help="promote even if the gate refuses")
     parser.add_argument("--registry-dir", type=Path, default=DEFAULT_REGISTRY_DIR)
@@ -236,12 +246,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models-dir", type=Path, default=MODELS_DIR)
     parser.add_argument("--jobs", type=int, default=1)
     args = parser.parse_args(argv)
+    if args.model is None and args.action != "refresh-reference":
+        parser.error(f"{args.action} needs --model")
     try:
-        if args.action == "rollback":
+        if args.action == "refresh-reference":
+            for model_type in [args.model] if args.model else list(ModelType):
+                print(refresh_reference(args.registry_dir, model_type))
+        elif args.action == "rollback":
             print(rollback(args.model, registry_dir=args.registry_dir, previous_dir=args.previous_dir))
         else:
             print(promote_from_args(args.model, args.run, args))
-    except (PromotionError, LookupError, ModelLoadError) as error:
+    except (PromotionError, RefreshError, LookupError, ModelLoadError) as error:
         print(error, file=sys.stderr)
         return 1
     return 0

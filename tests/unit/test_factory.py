@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import joblib
 import numpy as np
 import pytest
+from sklearn.datasets import load_iris
+from sklearn.tree import DecisionTreeClassifier
 
+from ml_production_service import fast_path, features
 from ml_production_service.configs import DEFAULT_REGISTRY_DIR, ModelType, ServiceConfig
 from ml_production_service.factory import PREDICTORS, get_predictor
+from ml_production_service.features import ENGINEERED_FEATURE_NAMES, FloatArray
 from ml_production_service.manifest import MANIFEST_FILE
+from ml_production_service.predictors import heuristic
 from ml_production_service.predictors.base import ManifestError, VersionMismatchError
 from ml_production_service.predictors.heuristic import HeuristicPredictor
 from ml_production_service.predictors.ml_model import MLModelPredictor
-from ml_production_service.registry import read_manifest
+from ml_production_service.reference import GoldenMismatchError
+from ml_production_service.registry import load_artifact, read_manifest, sha256_file
+from research.experiments.common import make_pipeline
 
 SETOSA = np.array([5.1, 3.5, 1.4, 0.2])
 VIRGINICA = np.array([6.3, 3.3, 6.0, 2.5])
@@ -95,3 +106,136 @@ def test_allow_version_mismatch_reaches_the_registry(tiny_registry: Path) -> Non
         get_predictor(config)
     allowed = get_predictor(config.model_copy(update={"allow_version_mismatch": True}))
     assert allowed.predict_one(SETOSA).label == "setosa"
+
+
+# The golden check: every start-up proves the model still answers what it answered when it was promoted.
+
+
+def _invert(feature: str) -> Callable[[Any], FloatArray]:
+    """``engineer_features`` with one engineered column replaced by its reciprocal: a plausible refactoring slip."""
+    column = ENGINEERED_FEATURE_NAMES.index(feature)
+    original = features.engineer_features
+
+    def inverted(raw: Any) -> FloatArray:
+        engineered = original(raw)
+        engineered[:, column] = 1.0 / engineered[:, column]
+        return engineered
+
+    return inverted
+
+
+def _change_the_transform(monkeypatch: pytest.MonkeyPatch, feature: str) -> Callable[[Any], FloatArray]:
+    """Change the transform the way editing features.py would: where the pickles look it up, and where the fast
+    path imported it."""
+    inverted = _invert(feature)
+    # An artifact's FunctionTransformer is pickled as a reference, ml_production_service.features.engineer_features,
+    # resolved by getattr on the module when the artifact is unpickled: the patched module attribute is what loads.
+    monkeypatch.setattr(features, "engineer_features", inverted)
+    monkeypatch.setattr(fast_path, "engineer_features", inverted)
+    return inverted
+
+
+GOLDEN_REFUSAL = re.compile(
+    r"golden check failed: (?P<model>\w+) \(the original model\) differs from its golden predictions on "
+    r"(?P<rows>\d+) of 150 rows of iris-150; first row (?P<row>\d+): expected \[(?P<expected>[^\]]+)\], "
+    r"got \[(?P<got>[^\]]+)\] \(tolerance 1e-09\); what is served changed since promotion .*make train-"
+)
+
+
+@pytest.mark.parametrize("fast", [pytest.param(True, id="fast-path"), pytest.param(False, id="original")])
+@pytest.mark.parametrize("model_type", FITTED)
+def test_a_changed_feature_transform_refuses_to_start_naming_the_row(
+    model_type: ModelType, fast: bool, monkeypatch: pytest.MonkeyPatch, iris_rows: FloatArray
+) -> None:
+    """With petal_area inverted (every fitted model splits on it), no committed model starts; the one-line message
+    names the first row that changed, with the recorded and the new probabilities. The unmodified code starts."""
+    config = ServiceConfig(model_type=model_type, fast_path=fast)
+    inverted = _change_the_transform(monkeypatch, "petal_area")
+    pipeline, _ = load_artifact(DEFAULT_REGISTRY_DIR, model_type)
+    assert pipeline[0].func is inverted  # the committed pickle names the function; loading resolved the patched one
+    with pytest.raises(GoldenMismatchError) as caught:
+        get_predictor(config)
+    message = str(caught.value)
+    assert "\n" not in message
+    match = GOLDEN_REFUSAL.match(message)
+    assert match is not None, message
+    assert match["model"] == model_type.value
+    manifest = read_manifest(DEFAULT_REGISTRY_DIR, model_type)
+    assert manifest.golden is not None
+    row = int(match["row"])
+    assert [float(p) for p in match["expected"].split(", ")] == manifest.golden.probabilities[row]
+    answers = pipeline.predict_proba(iris_rows)  # what the changed code now serves
+    assert [float(p) for p in match["got"].split(", ")] == answers[row].tolist()
+    differs = (np.abs(answers - np.asarray(manifest.golden.probabilities)) > 1e-9).any(axis=1)
+    assert int(np.flatnonzero(differs)[0]) == row and int(match["rows"]) == differs.sum()
+    monkeypatch.undo()
+    predictor = get_predictor(config)
+    np.testing.assert_allclose(predictor.predict_proba(iris_rows), manifest.golden.probabilities, atol=1e-6, rtol=0)
+
+
+def test_a_transform_change_a_model_does_not_use_changes_nothing_it_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check is on answers, not code: the decision tree never splits on petal_aspect, so inverting it leaves its
+    150 golden answers identical and it starts; the random forest and XGBoost use it and refuse."""
+    _change_the_transform(monkeypatch, "petal_aspect")
+    tree = get_predictor(ServiceConfig(model_type=ModelType.DECISION_TREE))
+    assert isinstance(tree, MLModelPredictor)
+    assert "petal_aspect" not in {ENGINEERED_FEATURE_NAMES[i] for i in tree.pipeline[-1].tree_.feature if i >= 0}
+    for model_type in (ModelType.RANDOM_FOREST, ModelType.XGBOOST):
+        with pytest.raises(GoldenMismatchError, match=GOLDEN_REFUSAL):
+            get_predictor(ServiceConfig(model_type=model_type))
+
+
+def test_changed_rules_refuse_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The promoted heuristic is checked too: a threshold moved to 1.65 cm turns six setosas (petal length 1.7 or
+    1.9 cm, the first is row 5) into versicolors."""
+    monkeypatch.setattr(heuristic, "SETOSA_MAX_PETAL_LENGTH_CM", 1.65)
+    with pytest.raises(GoldenMismatchError) as caught:
+        get_predictor(ServiceConfig(model_type=ModelType.HEURISTIC))
+    assert str(caught.value).startswith(
+        "golden check failed: heuristic (its rules) differs from its golden predictions"
+    )
+    assert "on 6 of 150 rows of iris-150; first row 5: expected [1.0, 0.0, 0.0], got [0.0, 1.0, 0.0]" in str(
+        caught.value
+    )
+    assert str(caught.value).endswith("retrain and re-promote it (make eval-heuristic)")
+
+
+def test_the_heuristics_single_row_path_is_checked_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """/predict answers from predict_one, separate plain-Python code: a change there alone still refuses to start."""
+    monkeypatch.setattr(HeuristicPredictor, "rule_index", staticmethod(lambda petal_length, petal_width: 2))
+    predictor_rows = HeuristicPredictor().predict_proba(load_iris().data)
+    assert predictor_rows[0].tolist() == [1.0, 0.0, 0.0]  # the batch path is untouched
+    with pytest.raises(GoldenMismatchError) as caught:
+        get_predictor(ServiceConfig(model_type=ModelType.HEURISTIC))
+    assert str(caught.value).startswith("golden check failed: heuristic (its rules, row by row) differs")
+    not_virginica = int((predictor_rows.argmax(axis=1) != 2).sum())  # every row the rules do not call virginica
+    assert (
+        f"on {not_virginica} of 150 rows of iris-150; first row 0: expected [1.0, 0.0, 0.0], got [0.0, 0.0, 1.0]"
+        in (str(caught.value))
+    )
+
+
+def test_a_fitted_model_without_golden_predictions_refuses_to_start(tiny_registry: Path) -> None:
+    """A manifest that lost its golden predictions (or predates them) cannot prove anything: it does not serve."""
+    path = tiny_registry / "decision_tree" / MANIFEST_FILE
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["golden"] = None
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(GoldenMismatchError, match="has no golden predictions.*make train-decision-tree"):
+        get_predictor(ServiceConfig(model_type=ModelType.DECISION_TREE, registry_dir=tiny_registry))
+
+
+def test_a_swapped_artifact_with_its_sha256_re_recorded_refuses_to_start(tiny_registry: Path) -> None:
+    """Someone copies another model's artifact in and fixes the sha256: the integrity check passes, the golden does
+    not (the fast path would not either, but the original is checked first, with or without it)."""
+    folder = tiny_registry / "decision_tree"
+    path = folder / MANIFEST_FILE
+    stump = make_pipeline(DecisionTreeClassifier(max_depth=1, random_state=0)).fit(load_iris().data, load_iris().target)
+    joblib.dump(stump, folder / "model.joblib")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["sha256"] = sha256_file(folder / "model.joblib")
+    path.write_text(json.dumps(data), encoding="utf-8")
+    for fast in (True, False):
+        config = ServiceConfig(model_type=ModelType.DECISION_TREE, registry_dir=tiny_registry, fast_path=fast)
+        with pytest.raises(GoldenMismatchError, match=r"\(the original model\) differs .* first row \d+"):
+            get_predictor(config)

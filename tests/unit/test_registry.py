@@ -24,6 +24,7 @@ from ml_production_service.features import FloatArray
 from ml_production_service.manifest import MANIFEST_FILE, ModelManifest, installed_library_versions
 from ml_production_service.predictors.base import IntegrityError, ManifestError, ModelLoadError, VersionMismatchError
 from ml_production_service.predictors.heuristic import HeuristicPredictor, default_heuristic_manifest
+from ml_production_service.reference import GoldenMismatchError, golden_predictions
 from ml_production_service.registry import (
     ARTIFACT_FILE,
     ArtifactError,
@@ -607,3 +608,64 @@ def test_heuristic_with_a_registry_that_is_a_file_refuses_to_start(tmp_path: Pat
     with pytest.raises(ManifestError, match="is not a directory: point MPS_REGISTRY_DIR") as caught:
         get_predictor(ServiceConfig(model_type=ModelType.HEURISTIC, registry_dir=registry))
     assert str(caught.value).startswith(f"registry {registry} ")
+
+
+# Golden predictions: recorded by save_model from the artifact itself, checked again when the fast path loads.
+
+
+def test_save_model_records_the_artifacts_own_golden_predictions(
+    tmp_path: Path,
+    tiny_manifests: dict[ModelType, ModelManifest],
+    tiny_pipelines: dict[ModelType, Pipeline],
+    iris_rows: FloatArray,
+) -> None:
+    """Whatever golden predictions the manifest came with, the saved ones are the artifact's answers on iris."""
+    other = golden_predictions(lambda rows: np.full((len(rows), 3), 1 / 3))
+    saved = save_model(tmp_path, tiny_manifests[DT].model_copy(update={"golden": other}), tiny_pipelines[DT])
+    assert saved.golden is not None
+    np.testing.assert_array_equal(saved.golden.probabilities, tiny_pipelines[DT].predict_proba(iris_rows))
+    assert read_manifest(tmp_path, DT) == saved
+
+
+def test_save_model_refuses_a_manifest_the_service_would_refuse_before_writing_anything(
+    tiny_registry: Path, tiny_manifests: dict[ModelType, ModelManifest], tiny_pipelines: dict[ModelType, Pipeline]
+) -> None:
+    """model_copy skips validation: a golden of the wrong width is caught before a file changes, and the model
+    promoted before keeps serving."""
+    folder = tiny_registry / DT.value
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    two_classes = golden_predictions(lambda rows: np.full((len(rows), 2), 0.5))
+    manifest = tiny_manifests[DT].model_copy(update={"class_labels": ["a", "b", "c", "d"], "golden": two_classes})
+    # With the artifact, its own 3-class golden predictions replace the 2-class ones; without, they are kept.
+    for artifact, classes in ((tiny_pipelines[DT], 3), (None, 2)):
+        with pytest.raises(ManifestError, match=f"golden probabilities have {classes} classes, the manifest lists 4"):
+            save_model(tiny_registry, manifest, artifact)
+        assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+
+
+def _nudge_golden(registry: Path, row: int, by: float) -> None:
+    def edit(manifest: dict[str, Any]) -> None:
+        probabilities = manifest["golden"]["probabilities"][row]
+        top = int(np.argmax(probabilities))
+        probabilities[top] -= by
+
+    _edit_manifest(registry, edit)
+
+
+def test_the_fast_path_is_held_to_its_golden_predictions_within_1e_6(tiny_registry: Path) -> None:
+    """5e-7 off is float32 noise the fast path may have; 5e-6 off is not, and names the fast path and the way out."""
+    _nudge_golden(tiny_registry, 42, 5e-7)
+    artifact, manifest = load_artifact(tiny_registry, DT)
+    assert load_fast_path(tiny_registry, manifest, artifact) is not None
+    _nudge_golden(tiny_registry, 42, 5e-6)
+    message = _refusal(tiny_registry, GoldenMismatchError)
+    assert message.startswith("golden check failed: decision_tree (its ONNX fast path) differs from its golden")
+    assert "on 1 of 150 rows of iris-150; first row 42: expected [" in message
+    assert message.endswith("re-promote the model, or set MPS_FAST_PATH=false to serve the original")
+
+
+def test_the_original_is_held_to_1e_9(tiny_registry: Path) -> None:
+    """The same 5e-7 the fast path may have stops the original model: it answers in float64, exactly as promoted."""
+    _nudge_golden(tiny_registry, 42, 5e-7)
+    with pytest.raises(GoldenMismatchError, match=r"\(the original model\) .* first row 42: .*\(tolerance 1e-09\)"):
+        get_predictor(ServiceConfig(model_type=DT, registry_dir=tiny_registry, fast_path=False))
