@@ -34,6 +34,7 @@ from ml_production_service.server.errors import ApiError, details_from, error_re
 from ml_production_service.server.lifecycle import SHUTDOWN
 from ml_production_service.server.metrics import observe_model
 from ml_production_service.server.middleware import RequestContextMiddleware
+from ml_production_service.server.monitoring import observe_refused
 from ml_production_service.server.openapi import INFERENCE_REQUEST, pin_path_values
 from ml_production_service.server.routes import health, metrics, model, predict, v2
 from ml_production_service.server.schemas import SETOSA_EXAMPLE, BatchRequest, IrisFeatures
@@ -49,6 +50,8 @@ def _request_id(request: Request) -> str | None:
 
 async def _api_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, ApiError)
+    if error.status in (400, 422):
+        observe_refused(error.details)
     return error_response(error, _request_id(request))
 
 
@@ -63,6 +66,7 @@ async def _validation_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
     errors = list(error.errors())
     details = details_from(errors)
+    observe_refused(details)
     return error_response(
         ApiError(
             422,
@@ -109,6 +113,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         app.state.ready = False
+        app.state.data_plane.monitor.flush()
         logger.info("shutting_down", model_type=predictor.model_type)
 
 

@@ -23,6 +23,7 @@ from ml_production_service.logging import get_logger
 from ml_production_service.predictors.base import BasePredictor, Prediction
 from ml_production_service.server.errors import ApiError
 from ml_production_service.server.metrics import LIMITER_ERRORS, MODEL_TIMEOUTS, RATE_LIMITED, observe_predictions
+from ml_production_service.server.monitoring import Monitor
 from ml_production_service.server.schemas import BatchRequest, batch_request_model
 
 T = TypeVar("T")
@@ -38,6 +39,7 @@ class Scores:
     probabilities: FloatArray
     classes: np.ndarray
     seconds: float
+    out_of_range: list[list[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +58,16 @@ class DataPlane:
     thread. One object carries all of it: every dependency a route declares costs every request.
     """
 
-    __slots__ = ("batch_model", "guard", "inline", "max_batch_size", "predictor", "warmup_us", "_last_outage_log")
+    __slots__ = (
+        "batch_model",
+        "guard",
+        "inline",
+        "max_batch_size",
+        "monitor",
+        "predictor",
+        "warmup_us",
+        "_last_outage_log",
+    )
 
     def __init__(
         self,
@@ -72,6 +83,7 @@ class DataPlane:
         self.max_batch_size = max_batch_size
         self.batch_model: type[BatchRequest] = batch_request_model(max_batch_size)
         self.guard = guard or Guard()
+        self.monitor = Monitor(predictor.manifest)
         self._last_outage_log = 0.0
 
     @property
@@ -146,21 +158,23 @@ class DataPlane:
                 headers={"retry-after": "1"},
             )
 
-    async def predict_one(self, row: FloatArray, state: State) -> tuple[Prediction, float]:
-        """One row ``[4]``: its prediction and the model's seconds."""
+    async def predict_one(self, row: FloatArray, state: State) -> tuple[Prediction, float, list[str]]:
+        """One row ``[4]``: its prediction, the model's seconds, and its inputs outside the training range."""
         if self.guard.limiter is not None:
             await self.admit(state, 1)
         prediction, seconds = await self.run(self.predictor.predict_one, row)
         observe_predictions(self.model_type, self.version, (prediction.label,))
-        return prediction, seconds
+        outside = self.monitor.observe_one(row, prediction.probabilities[prediction.label])
+        return prediction, seconds, outside
 
-    async def predict_many(self, rows: FloatArray, state: State) -> tuple[list[Prediction], float]:
-        """Rows ``[n, 4]``: their predictions in order and the model's seconds."""
+    async def predict_many(self, rows: FloatArray, state: State) -> tuple[list[Prediction], float, list[list[str]]]:
+        """Rows ``[n, 4]``: their predictions in order, the model's seconds, and each row's out-of-range inputs."""
         if self.guard.limiter is not None:
             await self.admit(state, len(rows))
         predictions, seconds = await self.run(self.predictor.predict_many, rows)
         observe_predictions(self.model_type, self.version, (p.label for p in predictions))
-        return predictions, seconds
+        top = np.array([p.probabilities[p.label] for p in predictions], dtype=np.float64)
+        return predictions, seconds, self.monitor.observe_many(rows, top)
 
     async def scores(self, rows: FloatArray, state: State) -> Scores:
         """Rows ``[n, 4]`` as tensors (what V2 answers)."""
@@ -170,7 +184,8 @@ class DataPlane:
         classes = np.argmax(probabilities, axis=1)
         labels = self.predictor.class_labels
         observe_predictions(self.model_type, self.version, (labels[i] for i in classes.tolist()))
-        return Scores(probabilities, classes, seconds)
+        outside = self.monitor.observe_many(rows, probabilities[np.arange(len(classes)), classes])
+        return Scores(probabilities, classes, seconds, outside)
 
     async def explain(self, row: FloatArray) -> dict[str, Any]:
         """Why the model answers what it does for one row (not charged or counted: its prediction was)."""

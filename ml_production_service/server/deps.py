@@ -20,6 +20,12 @@ async def get_data_plane(request: Request) -> DataPlane:
     return plane
 
 
+async def find_data_plane(request: Request) -> DataPlane | None:
+    """The data plane, or None before the model is loaded (for routes that answer either way)."""
+    plane: DataPlane | None = getattr(request.app.state, "data_plane", None)
+    return plane
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceStatus:
     """What the health routes report: ready or not, and which model."""
@@ -38,4 +44,5 @@ async def get_status(request: Request) -> ServiceStatus:
 
 
 PlaneDep = Annotated[DataPlane, Depends(get_data_plane)]
+MaybePlaneDep = Annotated[DataPlane | None, Depends(find_data_plane)]
 StatusDep = Annotated[ServiceStatus, Depends(get_status)]

@@ -62,6 +62,48 @@ MODEL_TIMEOUTS = Counter(
 )
 
 
+# Monitoring: live rows against the reference profile (see server/monitoring.py and deploy/prometheus/rules.yml).
+INPUT_BINS = Counter(
+    "mps_input_bin_total", "Served rows by reference bin, per input feature.", ["model_type", "feature", "bin"]
+)
+REFERENCE_FRACTION = Gauge(
+    "mps_input_reference_fraction",
+    "Training fraction of each reference bin (constant: for comparing in PromQL).",
+    ["model_type", "feature", "bin"],
+    multiprocess_mode="max",
+)
+REFERENCE_CLASS_FRACTION = Gauge(
+    "mps_reference_class_fraction",
+    "Training class prior.",
+    ["model_type", "predicted_class"],
+    multiprocess_mode="max",
+)
+REFERENCE_CONFIDENCE_MEAN = Gauge(
+    "mps_reference_confidence_mean",
+    "Mean top-class probability at promotion (out of fold for fitted models).",
+    ["model_type"],
+    multiprocess_mode="max",
+)
+INPUT_OUT_OF_RANGE = Counter(
+    "mps_input_out_of_range_total",
+    "Served rows with an input outside the training range.",
+    ["model_type", "feature", "side"],
+)
+VALIDATION_ERRORS = Counter("mps_validation_errors_total", "Refused inputs by field and rule.", ["field", "rule"])
+CONFIDENCE = Histogram(
+    "mps_prediction_confidence",
+    "Top-class probability of each served row.",
+    ["model_type"],
+    buckets=(0.34, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+)
+MODEL_CREATED = Gauge(
+    "mps_model_created_timestamp_seconds",
+    "Unix time the served model was promoted.",
+    ["model_type", "model_version"],
+    multiprocess_mode="max",
+)
+
+
 @lru_cache(maxsize=4096)
 def _request_series(route: str, method: str, status: int) -> tuple[Any, Any]:
     # Label lookups take a lock and build a key: resolve each series once (routes are templates, so few).

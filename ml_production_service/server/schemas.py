@@ -86,6 +86,11 @@ class PredictResponse(BaseModel):
     model_type: str = Field(examples=["heuristic"])
     model_version: str = Field(examples=["20261128.081058"])
     explanation: dict[str, Any] | None = Field(default=None, description="Present only with ?explain=true.")
+    out_of_range: list[str] | None = Field(
+        default=None,
+        description="Present only when the model was asked to extrapolate: the inputs outside the training range.",
+        examples=[["petal_length"]],
+    )
 
     model_config = ConfigDict(protected_namespaces=())
 
@@ -95,6 +100,7 @@ class BatchPrediction(BaseModel):
 
     prediction: str
     probabilities: dict[str, float]
+    out_of_range: list[str] | None = Field(default=None, description="As in PredictResponse: present only then.")
 
 
 class BatchResponse(BaseModel):

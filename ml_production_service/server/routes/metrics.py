@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.responses import Response
 
+from ml_production_service.server.deps import MaybePlaneDep
 from ml_production_service.server.metrics import render
 from ml_production_service.server.openapi import ANY_ROUTE
 
@@ -17,7 +18,9 @@ TEXT: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/metrics", response_class=Response, responses=TEXT)
-def metrics() -> Response:
+def metrics(plane: MaybePlaneDep) -> Response:
     """Metrics in the Prometheus text format."""
+    if plane is not None:
+        plane.monitor.flush()  # this worker's gathered row counts, so that a scrape sees every answered row
     body, content_type = render()
     return Response(body, media_type=content_type)

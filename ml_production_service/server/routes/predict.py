@@ -50,13 +50,15 @@ async def predict(
 ) -> Response:
     """Classify one flower from its four measurements in centimetres."""
     row = (await read_json(request, IrisFeatures, SINGLE_ROW_FIELDS)).to_row()
-    prediction, seconds = await plane.predict_one(row, request.scope["state"])
+    prediction, seconds, outside = await plane.predict_one(row, request.scope["state"])
     payload: dict[str, Any] = {
         "prediction": prediction.label,
         "probabilities": prediction.probabilities,
         "model_type": plane.model_type,
         "model_version": plane.version,
     }
+    if outside:
+        payload["out_of_range"] = outside
     if explain:
         payload["explanation"] = await plane.explain(row)
     return Response(orjson.dumps(payload), media_type=JSON, headers=_server_timing(seconds))
@@ -83,14 +85,17 @@ async def predict_batch(request: Request, plane: PlaneDep) -> Response:
                 [{"field": "instances", "rule": "max_length", "message": f"at most {limit} rows"}],
             ) from None
         raise
-    predictions, seconds = await plane.predict_many(batch.to_rows(), request.scope["state"])
+    predictions, seconds, outside = await plane.predict_many(batch.to_rows(), request.scope["state"])
     payload = {
-        "predictions": [_row(p) for p in predictions],
+        "predictions": [_row(p, o) for p, o in zip(predictions, outside, strict=True)],
         "model_type": plane.model_type,
         "model_version": plane.version,
     }
     return Response(orjson.dumps(payload), media_type=JSON, headers=_server_timing(seconds))
 
 
-def _row(prediction: Prediction) -> dict[str, Any]:
-    return {"prediction": prediction.label, "probabilities": prediction.probabilities}
+def _row(prediction: Prediction, outside: list[str]) -> dict[str, Any]:
+    row: dict[str, Any] = {"prediction": prediction.label, "probabilities": prediction.probabilities}
+    if outside:
+        row["out_of_range"] = outside
+    return row

@@ -131,7 +131,7 @@ def test_run_returns_the_result_and_the_seconds_it_took(monkeypatch: pytest.Monk
 def test_predict_one_answers_the_row_and_counts_its_class(predictor: _Recorder) -> None:
     """One row: its prediction, labelled from the manifest, counted once under its class."""
     plane = DataPlane(predictor, inline=True, warmup_us=1.0, max_batch_size=10)
-    prediction, seconds = _run(plane.predict_one(ROWS[1], {}))
+    prediction, seconds, _ = _run(plane.predict_one(ROWS[1], {}))
     assert (prediction.label, prediction.class_index) == ("a", 0)  # row 0 of the answer: a single row
     assert prediction.probabilities == dict(zip(LABELS, PROBABILITIES[0], strict=True))
     assert seconds >= 0
@@ -142,7 +142,7 @@ def test_predict_many_answers_rows_in_order_and_counts_every_row(predictor: _Rec
     """A batch: one prediction per row, in order; each row counted under its class."""
     plane = DataPlane(predictor, inline=True, warmup_us=1.0, max_batch_size=10)
     rows = np.vstack([ROWS, ROWS[:2]])  # classes a, c, b, a, c
-    predictions, _ = _run(plane.predict_many(rows, {}))
+    predictions, _, _ = _run(plane.predict_many(rows, {}))
     assert [p.label for p in predictions] == ["a", "c", "b", "a", "c"]
     assert _counted(predictor) == {"a": 2.0, "b": 1.0, "c": 2.0}
     _run(plane.predict_many(ROWS[:1], {}))
