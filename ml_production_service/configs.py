@@ -132,11 +132,17 @@ class ServiceConfig(BaseSettings):
     request_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
     """Seconds a model call running in a thread may take; then 504 (the thread's late result is dropped)."""
 
+    payload_log_sample: Annotated[float, Field(ge=0, le=1)] = 0.0
+    """Fraction of served rows written to the payload log (inputs, prediction, probabilities): request data."""
+
+    payload_log_path: Path | None = None
+    """File the payload log is appended to (mode 0600); unset: stderr, among the other log lines."""
+
     docs_enabled: bool = True
     """Serve the interactive docs at ``/docs`` (Swagger UI, its assets served locally); the schema stays at
     ``/openapi.json`` either way."""
 
-    @field_validator("api_keys_file", "rate_limit", mode="before")
+    @field_validator("api_keys_file", "rate_limit", "payload_log_path", mode="before")
     @classmethod
     def _empty_is_off(cls, value: object) -> object:
         # A variable set to nothing (as a ConfigMap may) turns the feature off rather than naming ".".

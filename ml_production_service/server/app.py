@@ -139,7 +139,13 @@ def _guard(config: ServiceConfig) -> Guard:
     limiter = None
     if config.rate_limit is not None:
         limiter = RateLimiter(parse_rate_limit(config.rate_limit), storage_uri(config.rate_limit_storage))
-    return Guard(limiter, config.rate_limit_fail_open, config.request_timeout_s)
+    return Guard(
+        limiter,
+        config.rate_limit_fail_open,
+        config.request_timeout_s,
+        config.payload_log_sample,
+        config.payload_log_path,
+    )
 
 
 def create_app(config: ServiceConfig | None = None) -> FastAPI:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -24,6 +25,7 @@ from ml_production_service.predictors.base import BasePredictor, Prediction
 from ml_production_service.server.errors import ApiError
 from ml_production_service.server.metrics import LIMITER_ERRORS, MODEL_TIMEOUTS, RATE_LIMITED, observe_predictions
 from ml_production_service.server.monitoring import Monitor
+from ml_production_service.server.payload import PayloadLog
 from ml_production_service.server.schemas import BatchRequest, batch_request_model
 
 T = TypeVar("T")
@@ -44,11 +46,13 @@ class Scores:
 
 @dataclass(frozen=True, slots=True)
 class Guard:
-    """The data plane's share of the guard: the rate limiter, its outage policy, the model call's deadline."""
+    """The data plane's settings: the rate limiter, its outage policy, the model call's deadline, the payload log."""
 
     limiter: RateLimiter | None = None
     fail_open: bool = True
     request_timeout_s: float = 10.0
+    payload_sample: float = 0.0
+    payload_path: Path | None = None
 
 
 class DataPlane:
@@ -64,6 +68,7 @@ class DataPlane:
         "inline",
         "max_batch_size",
         "monitor",
+        "payload",
         "predictor",
         "warmup_us",
         "_last_outage_log",
@@ -84,6 +89,11 @@ class DataPlane:
         self.batch_model: type[BatchRequest] = batch_request_model(max_batch_size)
         self.guard = guard or Guard()
         self.monitor = Monitor(predictor.manifest)
+        self.payload = (
+            PayloadLog(self.guard.payload_sample, self.guard.payload_path, predictor.model_type, predictor.version)
+            if self.guard.payload_sample > 0
+            else None
+        )
         self._last_outage_log = 0.0
 
     @property
@@ -165,6 +175,10 @@ class DataPlane:
         prediction, seconds = await self.run(self.predictor.predict_one, row)
         observe_predictions(self.model_type, self.version, (prediction.label,))
         outside = self.monitor.observe_one(row, prediction.probabilities[prediction.label])
+        if self.payload is not None:
+            self.payload.record(
+                state.get("request_id"), row.reshape(1, -1), [prediction.label], [prediction.probabilities]
+            )
         return prediction, seconds, outside
 
     async def predict_many(self, rows: FloatArray, state: State) -> tuple[list[Prediction], float, list[list[str]]]:
@@ -174,6 +188,9 @@ class DataPlane:
         predictions, seconds = await self.run(self.predictor.predict_many, rows)
         observe_predictions(self.model_type, self.version, (p.label for p in predictions))
         top = np.array([p.probabilities[p.label] for p in predictions], dtype=np.float64)
+        if self.payload is not None:
+            labels = [p.label for p in predictions]
+            self.payload.record(state.get("request_id"), rows, labels, [p.probabilities for p in predictions])
         return predictions, seconds, self.monitor.observe_many(rows, top)
 
     async def scores(self, rows: FloatArray, state: State) -> Scores:
@@ -185,6 +202,9 @@ class DataPlane:
         labels = self.predictor.class_labels
         observe_predictions(self.model_type, self.version, (labels[i] for i in classes.tolist()))
         outside = self.monitor.observe_many(rows, probabilities[np.arange(len(classes)), classes])
+        if self.payload is not None:
+            named = [dict(zip(labels, row, strict=True)) for row in probabilities.tolist()]
+            self.payload.record(state.get("request_id"), rows, [labels[i] for i in classes.tolist()], named)
         return Scores(probabilities, classes, seconds, outside)
 
     async def explain(self, row: FloatArray) -> dict[str, Any]:

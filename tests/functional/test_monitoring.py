@@ -3,7 +3,9 @@ the answer and counted, refused inputs counted by field and rule, the reference 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -114,3 +116,34 @@ def test_the_reference_and_the_model_age_are_exported(http: TestClient) -> None:
 def test_field_labels_are_a_bounded_set(field: str, label: str) -> None:
     """Whatever the client sent, the label is a feature, a request part, or ``other``."""
     assert field_label(field) == label
+
+
+def test_the_payload_log_writes_sampled_rows_of_every_protocol(tmp_path: Path) -> None:
+    """MPS_PAYLOAD_LOG_SAMPLE=1: one JSON line per served row, with request id, model, inputs, answer."""
+    log = tmp_path / "payload.jsonl"
+    with make_client(model_type="decision_tree", payload_log_sample=1.0, payload_log_path=log) as client:
+        client.post("/predict", json=SETOSA, headers={"x-request-id": "one"})
+        client.post("/predict/batch", json={"instances": [SETOSA, FAR]}, headers={"x-request-id": "two"})
+        tensor = {"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [6.3, 3.3, 6.0, 2.5]}
+        client.post("/v2/models/decision_tree/infer", json={"inputs": [tensor]}, headers={"x-request-id": "three"})
+        client.post("/predict", json={**SETOSA, "petal_width": 0})  # refused: not served, not logged
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [line["request_id"] for line in lines] == ["one", "two", "two", "three"]
+    assert all(line["event"] == "payload" and line["model_type"] == "decision_tree" for line in lines)
+    assert lines[0]["inputs"] == SETOSA and lines[2]["inputs"] == FAR
+    assert lines[3]["prediction"] == "virginica" and set(lines[3]["probabilities"]) == {
+        "setosa",
+        "versicolor",
+        "virginica",
+    }
+    assert oct(log.stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_payload_log_is_off_by_default_and_samples_a_fraction(tmp_path: Path) -> None:
+    """Off by default; at 0.3 about a third of the rows are written (a 1,000-row batch: within 200..400)."""
+    with make_client() as client:
+        assert client.app.state.data_plane.payload is None  # type: ignore[attr-defined]
+    log = tmp_path / "payload.jsonl"
+    with make_client(payload_log_sample=0.3, payload_log_path=log) as client:
+        client.post("/predict/batch", json={"instances": [SETOSA] * 1000})
+    assert 200 <= len(log.read_text().splitlines()) <= 400
