@@ -3,9 +3,12 @@
 	deploy-lint k8s-validate
 
 # Debian packages the tests run for real: nginx (the A/B router), docker-compose (`docker-compose config`),
-# wrk (load generation), gettext-base (envsubst, which renders the router template as the nginx image does)
-# and redis-server (the shared rate-limit storage, started per test by tests/functional/redis_server.py).
-SYSTEM_TOOLS := nginx:nginx docker-compose:docker-compose wrk:wrk envsubst:gettext-base redis-server:redis-server
+# wrk (load generation), gettext-base (envsubst, which renders the router template as the nginx image does),
+# redis-server (the shared rate-limit storage, started per test by tests/functional/redis_server.py),
+# prometheus (promtool: check and unit-test deploy/prometheus/) and prometheus-alertmanager (amtool: check
+# deploy/prometheus/alertmanager.yml; Debian names its daemon prometheus-alertmanager, so amtool is the probe).
+SYSTEM_TOOLS := nginx:nginx docker-compose:docker-compose wrk:wrk envsubst:gettext-base redis-server:redis-server \
+	promtool:prometheus amtool:prometheus-alertmanager
 IMAGE ?= ml-production-service
 IMAGE_TAG ?= $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' ml_production_service/__init__.py)
 # Debian's docker-compose (v1) when installed, else the Docker CLI plugin.
@@ -13,6 +16,7 @@ COMPOSE ?= $(shell command -v docker-compose >/dev/null 2>&1 && echo docker-comp
 ROUTER_URL ?= http://127.0.0.1:8000
 K8S_MANIFESTS := $(filter-out k8s/kustomization.yaml,$(wildcard k8s/*.yaml))
 KSERVE_MANIFESTS := $(wildcard k8s/kserve/*.yaml)
+MONITORING_MANIFESTS := $(wildcard k8s/monitoring/*.yaml)
 # The oldest Kubernetes minor the manifests target, and the newest kubernetes-validate knows.
 K8S_VERSIONS := 1.30.0 1.37.0
 
@@ -51,11 +55,17 @@ service-validate: $(VENV_STAMP) ## Check a started stack: accuracy on each varia
 
 service-quick-start: service-build service-start service-validate ## Build, start and validate the A/B stack
 
-deploy-lint: $(VENV_STAMP) ## hadolint on the Dockerfile, docker-compose config, and k8s-validate
+deploy-lint: $(VENV_STAMP) ## hadolint, docker-compose config (monitoring profile too), promtool and amtool, k8s-validate
 	$(UV_RUN) hadolint Dockerfile
 	$(COMPOSE) --file docker-compose.yml config --quiet
+	$(COMPOSE) --file docker-compose.yml --profile monitoring config --quiet
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool test rules deploy/prometheus/rules.test.yml
+	amtool check-config deploy/prometheus/alertmanager.yml
 	@$(MAKE) --no-print-directory k8s-validate
 
-k8s-validate: $(VENV_STAMP) ## kubernetes-validate --strict on k8s/, the KServe InferenceService on its schema
+k8s-validate: $(VENV_STAMP) ## kubernetes-validate --strict on k8s/; KServe and prometheus-operator resources on their schemas
 	$(UV_RUN) kubernetes-validate --strict $(addprefix -k ,$(K8S_VERSIONS)) $(K8S_MANIFESTS)
 	$(UV_RUN) python deploy/validate_kserve.py $(addprefix -k ,$(K8S_VERSIONS)) $(KSERVE_MANIFESTS)
+	$(UV_RUN) python deploy/prometheus/monitoring_manifests.py validate \
+		$(addprefix --kubernetes-version=,$(K8S_VERSIONS)) $(MONITORING_MANIFESTS)
