@@ -1,6 +1,6 @@
 # Research targets: experiments, reports, gated promotion and rollback (research/experiments).
 .PHONY: eval-heuristic train-decision-tree train-random-forest train-xgboost train-all run-all-experiments \
-	promote rollback refresh-reference compare research-report readme-model-table
+	promote rollback refresh-reference compare research-report readme-model-table drift-report
 
 JOBS ?= 1
 RESEARCH_FORCE = $(if $(filter 1 true yes,$(FORCE)),--force)
@@ -42,3 +42,7 @@ research-report: $(VENV_STAMP) ## Regenerate research/EXPERIMENTS_JOURNEY.md, th
 	$(UV_RUN) python -m research.experiments.report write
 
 readme-model-table: research-report ## Same as research-report (the README model table comes from the latest runs)
+
+drift-report: $(VENV_STAMP) ## Drift and skew of a payload log against MPS_REGISTRY_DIR's models: LOG=<file> [OUT=<dir>]
+	@test -n '$(LOG)' || { echo 'usage: make drift-report LOG=<payload log> [OUT=<dir>]' >&2; exit 2; }
+	$(UV_RUN) python -m research.drift_report --log '$(LOG)' $(if $(OUT),--out '$(OUT)')
