@@ -93,10 +93,16 @@ def v2_endpoint(model: str, row: list[float] = ROW) -> Endpoint:
     return Endpoint("v2 infer", f"/v2/models/{model}/infer", v2_body(row), 1, _v2_probabilities)
 
 
+def ours_predict_endpoint(headers: dict[str, str] | None = None) -> Endpoint:
+    """Our /predict of one row, sending ``headers`` too (an API key)."""
+    valid = _has("prediction", "probabilities", "model_version")
+    return Endpoint("/predict", "/predict", single_json(), 1, valid, dict(headers or {}))
+
+
 def ours_endpoints(model: str, batch_rows: int) -> list[Endpoint]:
     """Our /predict, /predict/batch (``batch_rows`` rows a request) and V2 infer."""
     return [
-        Endpoint("/predict", "/predict", single_json(), 1, _has("prediction", "probabilities", "model_version")),
+        ours_predict_endpoint(),
         Endpoint("/predict/batch", "/predict/batch", batch_json(batch_rows), batch_rows, _batch_of(batch_rows)),
         v2_endpoint(model),
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -15,6 +16,8 @@ from typing import Any
 LUA_SCRIPT = Path(__file__).resolve().parent / "wrk_report.lua"
 RESULT_PREFIX = "BENCH_RESULT "
 WRK_INSTALL_HINT = "run `apt-get update && apt-get install -y wrk` as root (`make bench-wrk` does)"
+FD_HEADROOM = 64
+"""Open files wrk needs beyond one per connection (its own, the event loop's, the script's)."""
 
 
 class LoadError(RuntimeError):
@@ -49,10 +52,44 @@ def _wrk() -> str:
     return path
 
 
-def run_load(url: str, request: Request, concurrency: int, duration_s: int, timeout_s: int = 10) -> dict[str, Any]:
+def open_files_for(concurrency: int) -> int:
+    """Raise this process's soft open-files limit (``ulimit -n``, which wrk inherits) to fit ``concurrency``
+    connections when it is lower; the soft limit now. A LoadError when the hard limit is too low."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = concurrency + FD_HEADROOM
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            raise LoadError(
+                f"wrk at concurrency {concurrency} needs {needed} open files, and `ulimit -Hn` is {hard}: "
+                "raise the hard limit (as root) and run again"
+            )
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+        soft = needed
+    return soft
+
+
+def run_load(
+    url: str,
+    request: Request,
+    concurrency: int,
+    duration_s: int,
+    timeout_s: int = 10,
+    by_status: bool = False,
+    steady_after_s: float = 0.0,
+) -> dict[str, Any]:
     """One wrk run (``concurrency`` keep-alive connections for ``duration_s``); the summary the Lua script prints:
-    requests, duration_us, bytes, errors by kind and latency_us (min, mean, stdev, max, p50, p90, p99, p99.9)."""
+    requests, duration_us, bytes, errors by kind and latency_us (min, mean, stdev, max, p50, p90, p99, p99.9).
+
+    ``by_status`` adds ``sent``, ``by_status`` (per status: count and latency percentiles in µs, measured by the
+    script per request, without wrk's coordinated-omission correction), ``by_status_steady`` (the same over the
+    requests started ``steady_after_s`` or later) and ``uncorrelated`` (answers without a known request id, per
+    status); every request then carries its own ``X-Request-ID``.
+    """
+    open_files = open_files_for(concurrency)
     env = {k: v for k, v in os.environ.items() if not k.startswith("BENCH_")}
+    if by_status:
+        env["BENCH_BY_STATUS"] = "1"
+        env["BENCH_STEADY_AFTER_US"] = str(round(steady_after_s * 1e6))
     with tempfile.NamedTemporaryFile(prefix="bench-body-", suffix=".bin") as body_file:
         if request.body is not None:
             body_file.write(request.body)
@@ -76,5 +113,6 @@ def run_load(url: str, request: Request, concurrency: int, duration_s: int, time
         if line.startswith(RESULT_PREFIX):
             summary: dict[str, Any] = json.loads(line[len(RESULT_PREFIX) :])
             summary["generator"] = "wrk"
+            summary["open_files_limit"] = open_files
             return summary
     raise LoadError(f"wrk printed no result (exit {completed.returncode}): {completed.stderr.strip()[-500:]}")

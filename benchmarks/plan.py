@@ -8,13 +8,17 @@ from functools import partial
 from pathlib import Path
 
 from benchmarks import peers
+from benchmarks.asgi import GuardBudget
 from benchmarks.endpoints import ROW, Endpoint, baseline_endpoints, ceiling_endpoints, ours_endpoints, v2_endpoint
+from benchmarks.guard import BenchKey, guard_endpoint, ours_guard_spec
 from benchmarks.inprocess import Budget
 from benchmarks.servers import ServerSpec, baseline_spec, ceiling_spec, ours_spec
 from ml_production_service.configs import ModelType
 
 FITTED = [ModelType.DECISION_TREE, ModelType.RANDOM_FOREST, ModelType.XGBOOST]
 """The models with a registry artifact, which MLServer can serve."""
+OVERLOADED = [ModelType.HEURISTIC, ModelType.RANDOM_FOREST]
+"""The models put under overload: the cheapest model, and the slowest one that still runs on the event loop."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,14 @@ class Mode:
     batch_rows: int
     single: Budget
     batch: Budget
+    guard: GuardBudget
+    """In-process ``/predict`` through the app, with and without the guard."""
+    guard_rounds: int
+    guard_duration_s: int
+    """The guard's HTTP A/B: rounds of one wrk run per server, each this long."""
+    overload_concurrency: int
+    overload_duration_s: int
+    """Each overload case: the reference run (concurrency 8) and the overload run last this long."""
 
 
 FULL = Mode(
@@ -38,6 +50,11 @@ FULL = Mode(
     batch_rows=100,
     single=Budget(calls=3000, seconds=3.0, floor=200, warmup=100),
     batch=Budget(calls=300, seconds=3.0, floor=20, warmup=5),
+    guard=GuardBudget(rounds=20, calls=250, warmup=200),
+    guard_rounds=5,
+    guard_duration_s=2,
+    overload_concurrency=512,
+    overload_duration_s=8,
 )
 QUICK = Mode(
     "quick",
@@ -47,6 +64,11 @@ QUICK = Mode(
     batch_rows=10,
     single=Budget(calls=50, seconds=0.5, floor=10, warmup=5),
     batch=Budget(calls=5, seconds=0.5, floor=2, warmup=1),
+    guard=GuardBudget(rounds=2, calls=10, warmup=5),
+    guard_rounds=1,
+    guard_duration_s=1,
+    overload_concurrency=512,
+    overload_duration_s=1,
 )
 
 
@@ -60,11 +82,26 @@ class Step:
     probe: bool = False
 
 
-def bench_plan(mode: Mode, models: list[ModelType], registry_dir: Path) -> list[Step]:
-    """make bench: the ceiling, then the baseline and ours for every model."""
+def guard_model(models: list[ModelType]) -> ModelType:
+    """The model the guard is measured on: the heuristic (whose ``ours`` row the guard must not slow), else the
+    first of the run's models."""
+    return ModelType.HEURISTIC if ModelType.HEURISTIC in models else models[0]
+
+
+def overload_models(models: list[ModelType]) -> list[ModelType]:
+    """The run's models that are put under overload (``OVERLOADED``); the first model when it has none of them."""
+    return [m for m in models if m in OVERLOADED] or models[:1]
+
+
+def bench_plan(mode: Mode, models: list[ModelType], registry_dir: Path, key: BenchKey | None) -> list[Step]:
+    """make bench: the ceiling, then the baseline and ours for every model; ``ours-guard`` (keys and memory rate
+    limits, wrk sending ``key``; none without a key) right after ours of the guard's model, on ``/predict``."""
     plan = [Step(ceiling_spec, ceiling_endpoints())]
     plan += [Step(partial(baseline_spec, m.value, registry_dir), baseline_endpoints()) for m in models]
-    plan += [Step(partial(ours_spec, m.value), ours_endpoints(m.value, mode.batch_rows)) for m in models]
+    for model in models:
+        plan.append(Step(partial(ours_spec, model.value), ours_endpoints(model.value, mode.batch_rows)))
+        if key is not None and model == guard_model(models):
+            plan.append(Step(partial(ours_guard_spec, model.value, key), [guard_endpoint(key)]))
     return plan
 
 

@@ -66,6 +66,7 @@ def readme_section(bench: dict[str, Any] | None, peers: dict[str, Any] | None, f
     ]
     if bench is not None:
         lines += [_source("In-process and `/predict`", bench, folders["bench"]), "", *_readme_bench_rows(bench), ""]
+        lines += _readme_guard_lines(bench)
     if peers is not None:
         mlserver = f"MLServer venv: {versions_line(peers['versions_mlserver'])}"
         lines += [_source("Against MLServer", peers, folders["peers"], mlserver), "", *_readme_peer_rows(peers)]
@@ -132,6 +133,69 @@ def _readme_bench_rows(bench: dict[str, Any]) -> list[str]:
         "RSS MB",
     ]
     return table(header, (r for r in rows if r is not None))
+
+
+def _variant(rows: list[dict[str, Any]] | None, name: str) -> dict[str, Any] | None:
+    return next((row for row in rows or [] if row["variant"] == name), None)
+
+
+def _signed(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.1f}"
+
+
+def _readme_guard_lines(bench: dict[str, Any]) -> list[str]:
+    """The guard's cost and the overload runs of the same run, when it measured them (older runs did not)."""
+    lines: list[str] = []
+    guard = bench.get("guard")
+    if guard:
+        asgi = _variant(guard.get("asgi"), "keys + limits")
+        http_rows = get(guard, "http", "variants")
+        http, unshed = _variant(http_rows, "keys + limits"), _variant(http_rows, "shedding off")
+        lines += [
+            f"**The guard** (same run, {guard['model']}): API keys + rate limits in memory add "
+            f"{_signed(get(asgi, 'added_p50_us'))} µs to a `/predict` in-process (p50 through the app, "
+            f"{times(get(asgi, 'x_off_p50'))} the default's) and {_signed(get(http, 'added_us_per_request'))} µs "
+            f"over HTTP (one worker's time per request at c={get(guard, 'http', 'concurrency')}, "
+            f"{times(get(http, 'x_default_throughput'))} the default's throughput); with shedding off "
+            f"(`MPS_MAX_IN_FLIGHT=0`) the same measure gives {_signed(get(unshed, 'added_us_per_request'))} µs.",
+            "",
+        ]
+    overload = bench.get("overload")
+    if overload and overload["cases"]:
+        c = overload["concurrency"]
+        lines += [f"**Overload** (same run; one worker, wrk c={c}, `/predict`; per-status latencies, raw):", ""]
+        rows = []
+        for case in overload["cases"]:
+            under, reference = case["overload"], case["reference"]
+            admitted, shed = under["statuses"].get("200"), under["statuses"].get("503")
+            health = under["health"]["latency_ms"]
+            failed = sum(under["health"]["failures"].values()) + under["health"].get("over_timeout", 0)
+            failures = f" ({failed} of {under['health']['probes']} failed)" if failed else ""
+            rows.append(
+                [
+                    case["model"],
+                    str(case["max_in_flight"]) if case["max_in_flight"] else "0 (off)",
+                    num(get(admitted, "per_s")),
+                    f"{ms(get(admitted, 'latency_ms', 'p99'))} ({ms(get(admitted, 'steady_latency_ms', 'p99'))}; "
+                    f"{ms(get(reference['statuses'].get('200'), 'latency_ms', 'p99'))})",
+                    num(get(shed, "count")),
+                    f"{ms(get(shed, 'latency_ms', 'p99'))} ({ms(get(shed, 'steady_latency_ms', 'p99'))})",
+                    str(under["socket_error_count"]),
+                    f"{ms(health['p99'])} / {ms(health['max'])}{failures}",
+                ]
+            )
+        header = [
+            "model",
+            "MPS_MAX_IN_FLIGHT",
+            "200/s",
+            "200 p99 ms (after 1 s; at c=8)",
+            "503",
+            "503 p99 ms (after 1 s)",
+            "socket errors",
+            "/health/live p99 / max ms",
+        ]
+        lines += [*table(header, rows), ""]
+    return lines
 
 
 def _readme_peer_rows(peers: dict[str, Any]) -> list[str]:

@@ -126,6 +126,143 @@ NOTES = [
 """How to read the tables (the end of every results.md)."""
 
 
+GUARD_ASGI_COLUMNS: list[Column] = [
+    ("variant", _text("variant")),
+    ("p50 µs", _num("p50_us", digits=1)),
+    ("p99 µs", _num("p99_us", digits=1)),
+    ("mean µs", _num("mean_us", digits=1)),
+    ("added p50 µs", lambda row: f"{row['added_p50_us']:+.1f}"),
+    ("×off p50", lambda row: f"{row['x_off_p50']:.3f}×"),
+    ("calls", _text("calls")),
+]
+GUARD_HTTP_COLUMNS: list[Column] = [
+    ("variant", _text("variant")),
+    ("settings", lambda row: ", ".join(f"`{k}={v}`" for k, v in row["settings"].items()) or "defaults"),
+    ("req/s", _num("requests_per_s")),
+    ("µs per request", _num("us_per_request", digits=1)),
+    ("added µs per request", lambda row: f"{row['added_us_per_request']:+.1f}"),
+    ("×default req/s", lambda row: f"{row['x_default_throughput']:.3f}×"),
+    ("p50 ms", _ms("p50_ms")),
+    ("p99 ms", _ms("p99_ms")),
+]
+
+
+def guard_section(guard: dict[str, Any]) -> list[str]:
+    """What API keys and memory rate limits add to ``/predict``: in-process through the app, and over HTTP."""
+    model = guard["model"]
+    lines = [f"## The guard: what API keys and rate limits add to `/predict` ({model})", ""]
+    lines += [
+        f"Rate limit `{guard['rate_limit']}` in `{guard['storage']}` (nothing is refused: the cost of counting); one "
+        "key in the keys file, sent as `X-API-Key` by every request of every variant.",
+        "",
+    ]
+    if guard.get("asgi"):
+        lines += [
+            "In-process: one `/predict` at a time through the app `create_app` builds (its lifespan run, every "
+            "middleware, the route, the log line to /dev/null, the metrics), without socket or HTTP parser; the "
+            "variants take turns, block after block, in one process.",
+            "",
+            *column_table(GUARD_ASGI_COLUMNS, guard["asgi"]),
+            "",
+        ]
+    http = guard.get("http")
+    if http:
+        lines += [
+            f"Over HTTP: the servers up side by side (one worker each), one wrk run of {http['duration_s']} s at "
+            f"c={http['concurrency']} to each in turn, {http['rounds']} round(s); one busy worker serves one request "
+            "at a time, so 1/throughput is its time per request; added is the median over rounds of the difference "
+            "with the default server's in the same round.",
+            "",
+            *column_table(GUARD_HTTP_COLUMNS, http["variants"]),
+            "",
+        ]
+    return lines
+
+
+def _status(run: dict[str, Any], status: str, *keys: str) -> Any:
+    return get(run["statuses"].get(status), *keys)
+
+
+def _health(run: dict[str, Any]) -> str:
+    health = run["health"]
+    latency = health["latency_ms"]
+    failed = sum(health["failures"].values()) + health.get("over_timeout", 0)
+    text = f"{ms(latency['p50'])} / {ms(latency['p99'])} / {ms(latency['max'])} ({health['probes']}"
+    return text + (f", {failed} failed or over {health['timeout_s']:g} s)" if failed else ")")
+
+
+def _latency(status: str, name: str, steady: bool = False, run: str = "overload") -> Cell:
+    key = "steady_latency_ms" if steady else "latency_ms"
+    return lambda row: ms(_status(row[run], status, key, name))
+
+
+SHEDDING: Column = ("MPS_MAX_IN_FLIGHT", lambda row: str(row["max_in_flight"]) if row["max_in_flight"] else "0 (off)")
+OVERLOAD_COLUMNS: list[Column] = [
+    MODEL,
+    SHEDDING,
+    ("200/s", lambda row: num(_status(row["overload"], "200", "per_s"))),
+    ("200 p50 ms", _latency("200", "p50")),
+    ("200 p99 ms", _latency("200", "p99")),
+    ("after 1 s", _latency("200", "p99", steady=True)),
+    ("at c=8", _latency("200", "p99", run="reference")),
+    ("×c=8", _times("admitted_p99_x_reference")),
+    ("after 1 s ×c=8", _times("admitted_steady_p99_x_reference")),
+    ("503", lambda row: num(_status(row["overload"], "503", "count"))),
+    ("503 p50 ms", _latency("503", "p50")),
+    ("503 p99 ms", _latency("503", "p99")),
+    ("after 1 s", _latency("503", "p99", steady=True)),
+    ("other statuses", lambda row: _other_statuses(row["overload"])),
+    ("mps_shed_total", lambda row: num(row["shed_total_metric"])),
+]
+OVERLOAD_CONNECTION_COLUMNS: list[Column] = [
+    MODEL,
+    SHEDDING,
+    ("socket errors", lambda row: _socket_errors(row["overload"])),
+    ("TCP (machine)", lambda row: ", ".join(f"{k} {v}" for k, v in row["overload"].get("tcp", {}).items()) or "–"),
+    ("/health/live p50 / p99 / max ms (probes)", lambda row: _health(row["overload"])),
+    ("same at c=8", lambda row: _health(row["reference"])),
+]
+
+
+def _socket_errors(run: dict[str, Any]) -> str:
+    errors = {name: count for name, count in run["socket_errors"].items() if count}
+    return f"{run['socket_error_count']}" + (f" ({', '.join(f'{k} {v}' for k, v in errors.items())})" if errors else "")
+
+
+def _other_statuses(run: dict[str, Any]) -> str:
+    others = {s: m["count"] for s, m in run["statuses"].items() if s not in ("200", "503")}
+    for status, count in run.get("uncorrelated", {}).items():
+        others[f"{status} (no id)"] = others.get(f"{status} (no id)", 0) + count
+    return ", ".join(f"{status}: {count}" for status, count in sorted(others.items())) or "–"
+
+
+def overload_section(overload: dict[str, Any]) -> list[str]:
+    """One worker under overload, shedding on and off: admitted and shed answers apart, the liveness probe."""
+    c = overload["concurrency"]
+    probe = get(overload["cases"][0]["overload"], "health") if overload["cases"] else None
+    every = f"every {probe['interval_s'] * 1000:g} ms ({probe['timeout_s']:g} s timeout" if probe else "("
+    return [
+        f"## Overload: one worker, wrk c={c}, shedding on and off",
+        "",
+        f"Each server is loaded {overload['duration_s']} s at c=8, then {overload['duration_s']} s at c={c}, with "
+        "`/predict`. Latencies per status are the Lua script's, per request (its own `X-Request-ID`, echoed by the "
+        "service, finds its start): raw, without the coordinated-omission correction wrk applies to the latencies "
+        f"of the HTTP table; `after 1 s` leaves out the requests started in the first second, while the {c} "
+        "connections open at once. 503 is `overloaded`, answered before the body is read; wrk counts it as an "
+        "error, these tables do not. `mps_shed_total` is the server's own count, read after both runs.",
+        "",
+        *column_table(OVERLOAD_COLUMNS, overload["cases"]),
+        "",
+        f"Socket errors are wrk's connect, read, write and timeout errors at c={c}. TCP counts the kernel's "
+        "retransmitted segments, listen-queue overflows and resets of sockets closed with unread data during the "
+        "run, for the whole machine (other processes included). A thread GETs `/health/live` on a fresh "
+        f"connection {every}, as the liveness probe's) throughout each run.",
+        "",
+        *column_table(OVERLOAD_CONNECTION_COLUMNS, overload["cases"]),
+        "",
+    ]
+
+
 def markdown(results: dict[str, Any]) -> str:
     """results.md of one run."""
     kind, mode = results["kind"], results["mode"]
@@ -152,6 +289,10 @@ def markdown(results: dict[str, Any]) -> str:
         *column_table(SERVER_COLUMNS, results.get("servers", [])),
     ]
     lines.append("")
+    if results.get("guard"):
+        lines += guard_section(results["guard"])
+    if results.get("overload"):
+        lines += overload_section(results["overload"])
     if kind == "peers":
         lines += ["## Ours against MLServer (V2 infer, one row)", "", *peers_table(results), ""]
         lines += ["## What the peer answers", "", *column_table(CAPABILITY_COLUMNS, results.get("capabilities", []))]

@@ -1,8 +1,9 @@
 """Run the benchmark: ``python -m benchmarks.run [--quick] [--peers]``; writes benchmarks/results/<timestamp>/.
 
-One run measures, on this machine: in-process latency of every model (served path, original, baseline call),
-then HTTP load with wrk against the ceiling, the tutorial baseline and our server (``--peers``: against
-MLServer serving the same artifacts instead), and writes results.json, results.md and the figures.
+One run measures, on this machine: in-process latency of every model (served path, original, baseline call) and
+of ``/predict`` through the app with and without the guard, then HTTP load with wrk against the ceiling, the
+tutorial baseline and our server (default and guarded), the guard's HTTP A/B and one worker under overload
+(``--peers``: MLServer serving the same artifacts instead), and writes results.json, results.md and the figures.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import REPOSITORY, RESULTS_DIR, figures, inprocess, load, peers, report
+from benchmarks import REPOSITORY, RESULTS_DIR, asgi, figures, guard, inprocess, load, overload, peers, report
 from benchmarks.collector import ResultCollector, say
 from benchmarks.endpoints import ROW
+from benchmarks.guard import BenchKey
 from benchmarks.machine import artifacts, machine, versions
-from benchmarks.plan import FULL, QUICK, Mode, bench_plan, peers_plan
+from benchmarks.plan import FULL, QUICK, Mode, bench_plan, guard_model, overload_models, peers_plan
+from benchmarks.processes import ServerError
 from benchmarks.ratios import add_ratios
 from ml_production_service.configs import DEFAULT_REGISTRY_DIR, ModelType
 
@@ -38,6 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mlserver-venv", type=Path, default=peers.MLSERVER_VENV)
     parser.add_argument("--registry-dir", type=Path, default=DEFAULT_REGISTRY_DIR)
     parser.add_argument("--skip-inprocess", action="store_true", help="HTTP only")
+    parser.add_argument("--skip-guard", action="store_true", help="without the guard's rows (in-process and HTTP)")
+    parser.add_argument("--skip-overload", action="store_true", help="without the overload runs")
     parser.add_argument("--command", default=os.environ.get("BENCH_COMMAND"), help="the command recorded")
     return parser.parse_args(argv)
 
@@ -90,19 +95,77 @@ def measure_inprocess(models: list[ModelType], mode: Mode) -> list[dict[str, Any
     return rows
 
 
-def measure_http(args: argparse.Namespace, mode: Mode, models: list[ModelType]) -> ResultCollector:
-    """Every planned server under load, one after the other."""
+def measure_guard_asgi(model: ModelType, key: BenchKey, mode: Mode) -> list[dict[str, Any]]:
+    """In-process ``/predict`` through the app, off and with each part of the guard, printed as they come."""
+    say(f"guard in-process: /predict through the app ({model.value})")
+    rows = asgi.measure(model, key, mode.guard)
+    for row in rows:
+        say(
+            f"  {row['variant']:<14} p50 {row['p50_us']:7.1f} us  p99 {row['p99_us']:7.1f} us  "
+            f"added p50 {row['added_p50_us']:+6.1f} us ({row['x_off_p50']:.3f}x)"
+        )
+    return rows
+
+
+def _failed(collector: ResultCollector, server: str, model: str, error: Exception) -> None:
+    say(f"  {server} {model}: FAILED {error}")
+    collector.failures.append({"server": server, "model": model, "error": str(error)[:2000]})
+
+
+def measure_guard_http(
+    collector: ResultCollector, mode: Mode, model: str, key: BenchKey, work: Path
+) -> dict[str, Any] | None:
+    """The guard's HTTP A/B (None if a server failed; the failure is recorded)."""
+    say(f"guard over HTTP: {model}, the default, shedding off and keys + limits, wrk c=8 in turns")
+    try:
+        result = guard.measure(model, key, mode.guard_rounds, mode.guard_duration_s, mode.warmup_s, work)
+    except (ServerError, load.LoadError, OSError, ValueError) as error:
+        _failed(collector, "ours-guard", model, error)
+        return None
+    for variant in result["variants"]:
+        say(
+            f"  {variant['variant']:<14} {variant['requests_per_s']:>8,.0f} req/s  "
+            f"{variant['us_per_request']:7.1f} us/request  added {variant['added_us_per_request']:+6.1f} us"
+        )
+    return result
+
+
+def measure_overload(collector: ResultCollector, mode: Mode, models: list[ModelType], work: Path) -> dict[str, Any]:
+    """Every overload case, one after the other (a failed one is recorded and skipped)."""
+    c = mode.overload_concurrency
+    say(f"overload: one worker, wrk c={c}, MPS_MAX_IN_FLIGHT {' and '.join(map(str, overload.SHEDDING))}")
+    rows = []
+    for case in overload.cases([m.value for m in models]):
+        try:
+            row = overload.measure(case, c, mode.overload_duration_s, mode.warmup_s, work)
+        except (ServerError, load.LoadError, OSError, ValueError) as error:
+            _failed(collector, "ours", case.model, error)
+            continue
+        rows.append(row)
+        say("  " + overload.summary_line(row))
+    return {"concurrency": c, "duration_s": mode.overload_duration_s, "cases": rows}
+
+
+def measure_http(
+    args: argparse.Namespace, mode: Mode, models: list[ModelType], work: Path, key: BenchKey | None
+) -> tuple[ResultCollector, dict[str, Any]]:
+    """Every planned server under load, one after the other; then the guard's A/B and the overload runs."""
     collector = ResultCollector(mode)
-    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
-        work = Path(scratch)
-        if args.peers:
-            plan = peers_plan(mode, models, args.registry_dir, work, args.mlserver_venv)
-        else:
-            plan = bench_plan(mode, models, args.registry_dir)
-        say("HTTP load")
-        for step in plan:
-            collector.measure(step, work)
-    return collector
+    extra: dict[str, Any] = {}
+    if args.peers:
+        plan = peers_plan(mode, models, args.registry_dir, work, args.mlserver_venv)
+    else:
+        plan = bench_plan(mode, models, args.registry_dir, key)
+    say("HTTP load")
+    for step in plan:
+        collector.measure(step, work)
+    if args.peers:
+        return collector, extra
+    if key is not None:
+        extra["guard_http"] = measure_guard_http(collector, mode, guard_model(models).value, key, work)
+    if not args.skip_overload:
+        extra["overload"] = measure_overload(collector, mode, overload_models(models), work)
+    return collector, extra
 
 
 def write(results: dict[str, Any], out: Path) -> None:
@@ -130,15 +193,31 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     results = header(args, argv, mode, models)
-    if not args.skip_inprocess and not args.peers:
-        results["inprocess"] = measure_inprocess(models, mode)
-    collector = measure_http(args, mode, models)
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+        work = Path(scratch)
+        key = None if args.peers or args.skip_guard else guard.write_key(work)
+        guard_asgi = None
+        if not args.skip_inprocess and not args.peers:
+            results["inprocess"] = measure_inprocess(models, mode)
+            if key is not None:
+                guard_asgi = measure_guard_asgi(guard_model(models), key, mode)
+        collector, extra = measure_http(args, mode, models, work, key)
     results.update(
         servers=collector.servers,
         http=collector.http,
         failures=collector.failures,
         capabilities=collector.capabilities,
     )
+    if key is not None:
+        results["guard"] = {
+            "model": guard_model(models).value,
+            "rate_limit": guard.GUARD_RATE_LIMIT,
+            "storage": guard.GUARD_STORAGE,
+            "asgi": guard_asgi,
+            "http": extra.get("guard_http"),
+        }
+    if "overload" in extra:
+        results["overload"] = extra["overload"]
     results["machine"]["loadavg_end"] = list(os.getloadavg())
     results["elapsed_s"] = time.time() - started
     add_ratios(results)

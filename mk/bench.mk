@@ -1,4 +1,5 @@
-# Benchmark targets: in-process and HTTP load (wrk) against a ceiling, a tutorial baseline and MLServer.
+# Benchmark targets: in-process and HTTP load (wrk) against a ceiling, a tutorial baseline and MLServer; the guard's
+# cost (in-process and HTTP) and one worker under overload (wrk at concurrency 512) in the same run.
 .PHONY: bench bench-quick bench-peers bench-report bench-wrk bench-peers-env
 
 PEERS_DIR := .peers
@@ -10,10 +11,10 @@ BENCH_FLAGS ?=
 bench-wrk: ## Install wrk (Debian's package) when missing and root; otherwise stop with the command to run
 	@$(MAKE) --no-print-directory system-tools SYSTEM_TOOLS=wrk:wrk
 
-bench: $(VENV_STAMP) bench-wrk ## In-process and HTTP benchmark (~5 min), results in benchmarks/results/<timestamp>/
+bench: $(VENV_STAMP) bench-wrk ## In-process, HTTP, guard, overload (~8 min): benchmarks/results/<timestamp>/
 	BENCH_COMMAND="make bench" $(UV_RUN) python -m benchmarks.run $(BENCH_FLAGS)
 
-bench-quick: $(VENV_STAMP) bench-wrk ## The benchmark with tiny counts, ~1.5 min (proves the harness; asserts no speed)
+bench-quick: $(VENV_STAMP) bench-wrk ## The benchmark with tiny counts, ~2 min (proves the harness; asserts no speed)
 	BENCH_COMMAND="make bench-quick" $(UV_RUN) python -m benchmarks.run --quick $(BENCH_FLAGS)
 
 # MLServer pins older FastAPI/Starlette: it gets its own venv, with our artifacts' exact scikit-learn/xgboost/numpy

@@ -126,7 +126,7 @@ class ServiceConfig(BaseSettings):
     trusted_proxies: str = ""
     """Comma-separated addresses or CIDR blocks whose ``X-Forwarded-For`` names the client (e.g. the router)."""
 
-    max_in_flight: Annotated[int, Field(ge=0, le=100_000)] = 64
+    max_in_flight: Annotated[int, Field(ge=0, le=100_000)] = 128
     """Requests one worker holds at once; past it a prediction is answered 503 before its body is read (0: off)."""
 
     request_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0

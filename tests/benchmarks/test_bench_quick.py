@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import endpoints, load, probes, processes, readme, run, servers
+from benchmarks import endpoints, load, plan, probes, processes, readme, run, servers
 
 pytestmark = pytest.mark.slow
 
@@ -51,10 +51,11 @@ def test_inprocess_has_fast_original_and_baseline_side_by_side(quick_run: tuple[
 
 
 def test_http_rows_cover_every_server_endpoint_and_concurrency(quick_run: tuple[int, Path, dict[str, Any]]) -> None:
-    """Ceiling, baseline and our three routes were each loaded at every concurrency, without an error."""
+    """Ceiling, baseline, our three routes and the guarded /predict (wrk sending the key: a missing key would be
+    401s, counted as errors) were each loaded at every concurrency, without an error."""
     results = quick_run[2]
     concurrency = results["settings"]["concurrency"]
-    expected = {("ceiling", None, "constant"), ("baseline", MODEL, "/predict")}
+    expected = {("ceiling", None, "constant"), ("baseline", MODEL, "/predict"), ("ours-guard", MODEL, "/predict")}
     expected |= {("ours", MODEL, name) for name in ("/predict", "/predict/batch", "v2 infer")}
     seen = {(r["server"], r["model"], r["endpoint"], r["concurrency"]) for r in results["http"]}
     assert seen == {(*key, c) for key in expected for c in concurrency}
@@ -72,17 +73,65 @@ def test_every_figure_has_ratios_to_ceiling_and_baseline(quick_run: tuple[int, P
         assert set(row["vs_baseline"]) == {"throughput", "p50", "p99", "p99.9"}
         assert all(value > 0 for value in (*row["vs_ceiling"].values(), *row["vs_baseline"].values()))
     servers = {s["server"]: s for s in results["servers"]}
-    assert set(servers) == {"ceiling", "baseline", "ours"}
+    assert set(servers) == {"ceiling", "baseline", "ours", "ours-guard"}
     for server in servers.values():
         assert server["start_to_ready_s"] > 0 and server["rss_mb"] > 0
     assert servers["ours"]["vs_baseline"]["rss_mb"] > 0
+
+
+def test_guard_is_timed_in_process_and_over_http(quick_run: tuple[int, Path, dict[str, Any]]) -> None:
+    """The guard's rows: every in-process variant timed through the app for the whole budget, each added cost
+    relative to off; the HTTP A/B ran each server every round, its keys file recorded without its path."""
+    results = quick_run[2]
+    guard = results["guard"]
+    budget = plan.QUICK.guard
+    assert guard["model"] == MODEL
+    assert [row["variant"] for row in guard["asgi"]] == ["off", "keys", "limits", "keys + limits"]
+    for row in guard["asgi"]:
+        assert row["calls"] == budget.rounds * budget.calls
+        assert 0 < row["p50_us"] <= row["p99_us"]
+        assert row["added_p50_us"] == pytest.approx(row["p50_us"] - guard["asgi"][0]["p50_us"])
+    assert guard["asgi"][0]["added_p50_us"] == 0 and guard["asgi"][0]["x_off_p50"] == 1
+    http = guard["http"]
+    assert [v["variant"] for v in http["variants"]] == ["off (default)", "shedding off", "keys + limits"]
+    for variant in http["variants"]:
+        assert len(variant["rounds"]) == http["rounds"] == plan.QUICK.guard_rounds
+        assert variant["us_per_request"] == pytest.approx(1e6 / variant["requests_per_s"])
+    guarded = http["variants"][2]["settings"]
+    assert guarded["MPS_RATE_LIMIT"] == guard["rate_limit"] and "/" not in guarded["MPS_API_KEYS_FILE"]
+    assert http["variants"][1]["settings"] == {"MPS_MAX_IN_FLIGHT": "0"}
+
+
+def test_overload_separates_admitted_and_shed_answers(quick_run: tuple[int, Path, dict[str, Any]]) -> None:
+    """Overload runs with shedding on and off: every answer wrk counted is in exactly one status (by its echoed
+    request id); shedding off never answers 503, shedding on does and the server's own counter agrees; the
+    liveness probe ran through both runs, and wrk had the open files its concurrency needs."""
+    results = quick_run[2]
+    overload = results["overload"]
+    assert overload["concurrency"] == plan.QUICK.overload_concurrency
+    assert [(case["model"], case["max_in_flight"]) for case in overload["cases"]] == [(MODEL, 128), (MODEL, 0)]
+    for case in overload["cases"]:
+        for run_name, c in (("reference", 8), ("overload", overload["concurrency"])):
+            measured = case[run_name]
+            counted = sum(s["count"] for s in measured["statuses"].values()) + sum(measured["uncorrelated"].values())
+            assert measured["concurrency"] == c
+            assert counted == measured["requests"] > 0
+            assert measured["health"]["probes"] >= 1
+            assert measured["open_files_limit"] >= c
+        assert set(case["reference"]["statuses"]) == {"200"}
+        assert case["admitted_p99_x_reference"] > 0
+    shedding, unshed = overload["cases"]
+    assert "503" not in unshed["overload"]["statuses"] and unshed["shed_total_metric"] == 0
+    shed = shedding["overload"]["statuses"]["503"]["count"]
+    assert shed > 0 and shedding["shed_total_metric"] >= shed
 
 
 def test_markdown_and_figures_are_written(quick_run: tuple[int, Path, dict[str, Any]]) -> None:
     """results.md has every section, and the three figures are PNG files."""
     out = quick_run[1]
     text = (out / "results.md").read_text()
-    for heading in ("## In-process latency", "## HTTP throughput and latency", "## Servers", "## Targets"):
+    headings = ("## In-process latency", "## HTTP throughput and latency", "## Servers", "## The guard", "## Overload")
+    for heading in (*headings, "## Targets"):
         assert heading in text
     for name in ("throughput.png", "latency.png", "inprocess.png"):
         assert (out / name).read_bytes().startswith(PNG_MAGIC)
@@ -103,6 +152,7 @@ def test_bench_report_rewrites_only_the_perf_section(
     assert after.startswith(head + readme.START_MARKER) and after.endswith(readme.END_MARKER + tail)
     section = after[len(head) + len(readme.START_MARKER) : -len(readme.END_MARKER + tail)]
     assert f"ours {MODEL}" in section and "Targets" in section
+    assert "**The guard**" in section and "**Overload**" in section
     assert readme.main(["--bench", str(out), "--readme", str(copy), "--results-dir", str(tmp_path)]) == 0
     assert copy.read_text() == after
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import resource
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,27 @@ import numpy as np
 import pytest
 import xgboost
 
-from benchmarks import RESULTS_DIR, endpoints, peers, readme, report, run
+from benchmarks import (
+    REPOSITORY,
+    RESULTS_DIR,
+    endpoints,
+    guard,
+    load,
+    overload,
+    peers,
+    plan,
+    readme,
+    report,
+    run,
+    targets,
+)
 from benchmarks.ratios import add_ratios
 from ml_production_service.configs import DEFAULT_REGISTRY_DIR, ModelType
+from ml_production_service.guard import key_digest
 from ml_production_service.registry import load_artifact, read_manifest, sha256_file
 
 COMMITTED = sorted(path for path in RESULTS_DIR.glob("*/results.json") if not path.parent.name.endswith("-quick"))
+COMMITTED_BENCH = [path for path in COMMITTED if not path.parent.name.endswith("-peers")]
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -43,7 +59,7 @@ def test_readme_perf_section_is_what_bench_report_writes() -> None:
     text = readme.README.read_text()
     section = text[text.index(readme.START_MARKER) + len(readme.START_MARKER) : text.index(readme.END_MARKER)]
     named = re.findall(r"`(benchmarks/results/[^`]+)`", section)
-    folders = {"peers" if path.endswith("-peers") else "bench": readme.REPOSITORY / path for path in named}
+    folders = {"peers" if path.endswith("-peers") else "bench": REPOSITORY / path for path in named}
     assert len(folders) == len(named) >= 1
     loaded = {kind: _load(folder / "results.json") for kind, folder in folders.items()}
     expected = readme.readme_section(loaded.get("bench"), loaded.get("peers"), folders)
@@ -80,3 +96,76 @@ def test_mlserver_xgboost_runtime_booster_answers_as_our_pipeline(tmp_path: Path
     pipeline, _ = load_artifact(DEFAULT_REGISTRY_DIR, ModelType.XGBOOST)
     expected = pipeline.predict_proba(np.asarray([endpoints.ROW]))
     np.testing.assert_allclose(exported.predict_proba(np.asarray([peers.engineered_row(endpoints.ROW)])), expected)
+
+
+def test_wrk_gets_the_open_files_its_concurrency_needs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below what wrk needs (a connection each, plus its own), the soft open-files limit is raised to fit, within
+    the hard limit; a hard limit too low stops the run with the command to fix it, before wrk fails mid-run."""
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (256, 4096))
+    monkeypatch.setattr(resource, "setrlimit", lambda _, limits: calls.append(limits))
+    assert load.open_files_for(512) == 512 + load.FD_HEADROOM
+    assert calls == [(512 + load.FD_HEADROOM, 4096)]
+    assert load.open_files_for(100) == 256 and len(calls) == 1
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (256, 300))
+    with pytest.raises(load.LoadError, match="ulimit -Hn"):
+        load.open_files_for(512)
+
+
+def test_ours_guard_follows_ours_of_the_guard_model_and_sends_the_key(tmp_path: Path) -> None:
+    """The guarded server is planned right after ours of the heuristic (or of the first model when the run has
+    no heuristic), on /predict with the key wrk must send; without a key it is not planned."""
+    key = guard.write_key(tmp_path)
+    assert (tmp_path / "api-keys").read_text() == f"bench:{key_digest(key.key.encode()).hex()}\n"
+    models = [ModelType.DECISION_TREE, ModelType.HEURISTIC]
+    steps = plan.bench_plan(plan.QUICK, models, DEFAULT_REGISTRY_DIR, key)
+    specs = [(step.build(), step) for step in steps]
+    names = [(spec.name, spec.model) for spec, _ in specs]
+    assert names.index(("ours-guard", "heuristic")) == names.index(("ours", "heuristic")) + 1
+    spec, step = specs[names.index(("ours-guard", "heuristic"))]
+    assert [(e.path, e.headers) for e in step.endpoints] == [("/predict", {"X-API-Key": key.key})]
+    assert spec.env["MPS_API_KEYS_FILE"] == str(key.path) and key.key not in json.dumps(spec.settings)
+    assert plan.guard_model([ModelType.XGBOOST, ModelType.DECISION_TREE]) == ModelType.XGBOOST
+    assert plan.overload_models(models) == [ModelType.HEURISTIC]
+    unguarded = plan.bench_plan(plan.QUICK, models, DEFAULT_REGISTRY_DIR, None)
+    assert all(step.build().name != "ours-guard" for step in unguarded)
+
+
+def test_guard_targets_appear_only_for_runs_that_measured_the_guard() -> None:
+    """The guard's two targets (in-process and HTTP, 10 µs each) are judged from its rows; a run without them
+    (every committed one before the guard) keeps its table as it was; a guard that costs nothing is met."""
+    bench = _load(COMMITTED_BENCH[-1])
+    bench.pop("guard", None)
+    before = targets.targets(bench, None)
+    assert not any("rate limits" in row[0] for row in before)
+    bench["guard"] = {
+        "model": "heuristic",
+        "asgi": [{"variant": "keys + limits", "added_p50_us": 12.5}],
+        "http": {"variants": [{"variant": "keys + limits", "added_us_per_request": 0.0}]},
+    }
+    after = targets.targets(bench, None)
+    assert after[: len(before)] == before
+    assert after[len(before) :] == [
+        [
+            "heuristic: keys + memory rate limits, added per /predict, in-process (p50)",
+            "12.50 µs",
+            "≤ 10 µs",
+            "missed (0.80 of the target)",
+        ],
+        [
+            "heuristic: keys + memory rate limits, added per /predict, HTTP c=8 (time per request)",
+            "0.00 µs",
+            "≤ 10 µs",
+            "met",
+        ],
+    ]
+
+
+def test_tcp_counters_read_the_kernels_tables(tmp_path: Path) -> None:
+    """The overload runs' TCP counters come from /proc/net's header-and-values line pairs; unreadable: none."""
+    snmp = tmp_path / "snmp"
+    snmp.write_text("Ip: Forwarding InReceives\nIp: 1 5\nTcp: RtoAlgorithm RetransSegs\nTcp: 1 42\n")
+    netstat = tmp_path / "netstat"
+    netstat.write_text("TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 0 3 4\n")
+    assert overload.tcp_counters((snmp, netstat)) == {"RetransSegs": 42, "ListenOverflows": 3, "ListenDrops": 4}
+    assert overload.tcp_counters((tmp_path / "missing",)) == {}
