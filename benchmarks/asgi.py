@@ -17,11 +17,11 @@ from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import uvloop
 
 from benchmarks.endpoints import single_json
 from benchmarks.guard import GUARD_RATE_LIMIT, GUARD_STORAGE, BenchKey
+from benchmarks.inprocess import timing_summary
 from ml_production_service.configs import ModelType, ServiceConfig
 from ml_production_service.server.app import create_app
 
@@ -127,16 +127,6 @@ async def _time_block(app: Any, request: _Request, calls: int, into: list[int]) 
             raise RuntimeError(f"/predict answered {status} in-process")
 
 
-def _summary(timings: list[int]) -> dict[str, float]:
-    micros = np.asarray(timings, dtype=np.float64) / 1e3
-    return {
-        "p50_us": float(np.percentile(micros, 50)),
-        "p99_us": float(np.percentile(micros, 99)),
-        "mean_us": float(micros.mean()),
-        "calls": len(timings),
-    }
-
-
 async def _measure(model: ModelType, key: BenchKey, budget: GuardBudget) -> list[dict[str, Any]]:
     body = single_json()
     headers = {"X-API-Key": key.key}  # every variant gets the same request; only the guard's ones read the key
@@ -155,9 +145,9 @@ async def _measure(model: ModelType, key: BenchKey, budget: GuardBudget) -> list
             for variant, app in apps[turn % len(apps) :] + apps[: turn % len(apps)]:
                 await _time_block(app, request, budget.calls, timings[variant.name])
     rows = []
-    reference = _summary(timings["off"])
+    reference = timing_summary(timings["off"])
     for variant, _ in apps:
-        summary = _summary(timings[variant.name])
+        summary = timing_summary(timings[variant.name])
         rows.append(
             {
                 "model": model.value,

@@ -75,7 +75,7 @@ def guard_endpoint(key: BenchKey) -> Endpoint:
 
 
 def http_variants(model: str, key: BenchKey) -> list[tuple[str, partial[ServerSpec]]]:
-    """The servers compared: the default (shedding at the default 128, no keys, no limit), shedding off, keys and limits."""
+    """The servers compared: the default (shedding at 128, no keys, no limit), shedding off, keys and limits."""
     return [
         ("off (default)", partial(ours_spec, model)),
         ("shedding off", partial(ours_spec, model, "ours", MPS_MAX_IN_FLIGHT="0")),

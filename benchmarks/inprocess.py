@@ -48,6 +48,11 @@ def time_calls(function: Callable[[Any], object], inputs: list[np.ndarray], budg
         timings.append(clock() - started)
         if index + 1 >= budget.floor and time.perf_counter() > deadline:
             break
+    return timing_summary(timings)
+
+
+def timing_summary(timings: list[int]) -> dict[str, float]:
+    """Median, p99 and mean in us of timings in ns, and how many."""
     micros = np.asarray(timings, dtype=np.float64) / 1e3
     return {
         "p50_us": float(np.percentile(micros, 50)),

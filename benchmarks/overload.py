@@ -1,4 +1,4 @@
-"""Overload: one worker under wrk at concurrency 512, shedding on (the default ``MPS_MAX_IN_FLIGHT=128``) and off (``0``).
+"""Overload: one worker under wrk at concurrency 512, shedding on (the default ``MPS_MAX_IN_FLIGHT``) and off (``0``).
 
 Each server is loaded at concurrency 8 (the reference), then 512. wrk counts every non-2xx answer as an error and
 mixes 200s and 503s in one histogram: the runs here use the Lua script's per-status mode (each request's own

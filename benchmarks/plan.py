@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -56,8 +56,9 @@ FULL = Mode(
     overload_concurrency=512,
     overload_duration_s=8,
 )
-QUICK = Mode(
-    "quick",
+QUICK = replace(
+    FULL,
+    name="quick",
     duration_s=1,
     warmup_s=0,
     concurrency=(1, 8),
@@ -67,7 +68,6 @@ QUICK = Mode(
     guard=GuardBudget(rounds=2, calls=10, warmup=5),
     guard_rounds=1,
     guard_duration_s=1,
-    overload_concurrency=512,
     overload_duration_s=1,
 )
 

@@ -56,14 +56,7 @@ def summarise(run: Run) -> str:
         f"  {m['protocol']['repeats']}x{m['protocol']['folds']}-fold accuracy "
         f"{mean_std(repeated['accuracy_mean'], repeated['accuracy_std'])} {interval(repeated['accuracy_ci95'])}",
     ]
-    if m["oob"]:
-        lines.append(f"  OOB accuracy {pct(m['oob']['accuracy'])}")
-    if m["nested_cv"]:
-        n = m["nested_cv"]
-        lines.append(
-            f"  nested CV {mean_std(n['accuracy_mean'], n['accuracy_std'])} "
-            f"(non-nested best would claim {pct(n['non_nested_best_score'])})"
-        )
+    # Out-of-bag and nested-CV figures are in the run's report.md (the last line says where).
     for path, latency in m["serving"]["latency"].items():
         lines.append(
             f"  {path}: 1 row {microseconds(latency['single_row_us_median'])}, "

@@ -12,7 +12,7 @@ import numpy as np
 from ml_production_service.configs import ModelType
 from research.experiments.experiment import Run
 from research.experiments.stats import corrected_paired_test
-from research.experiments.text import interval, mean_std, microseconds, p_value, pct, size, table
+from research.experiments.text import comparison_cells, interval, mean_std, microseconds, p_value, pct, size, table
 
 if TYPE_CHECKING:
     from research.experiments.report import Comparison
@@ -223,14 +223,11 @@ def render_journey(runs: list[Run], latest: dict[ModelType, Run], pairs: list[Co
         table(
             ["a − b", "10×10 difference [95% CI]", "p", "LOOCV rows only a / only b right", "McNemar p", "verdict"],
             [
-                [
+                comparison_cells(
+                    p,
                     f"`{p.a.model_type.value}` − `{p.b.model_type.value}`",
-                    f"{100 * p.folds.difference:+.2f} pts {_points(p.folds.interval).removesuffix(' points')}",
-                    p_value(p.folds.p_value),
-                    f"{p.rows.only_a_right} / {p.rows.only_b_right}",
-                    p_value(p.rows.p_value),
-                    p.verdict,
-                ]
+                    _points(p.folds.interval).removesuffix(" points"),
+                )
                 for p in pairs
             ],
         ),

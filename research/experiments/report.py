@@ -25,12 +25,12 @@ from research.experiments.experiment import REPORT_FILE, Run, latest_runs, list_
 from research.experiments.run_report import render_report
 from research.experiments.stats import McNemar, PairedTest, corrected_paired_test, mcnemar
 from research.experiments.text import (
+    comparison_cells,
     console_table,
     interval,
     mean_std,
     microseconds,
     milliseconds,
-    p_value,
     pct,
     size,
     table,
@@ -271,14 +271,8 @@ def compare_text(results_dir: Path, registry_dir: Path) -> str:
 
 
 def _pair_row(c: Comparison) -> list[str]:
-    return [
-        f"{c.a.model_type.value} - {c.b.model_type.value}",
-        f"{100 * c.folds.difference:+.2f} pts [{100 * c.folds.interval[0]:+.2f}, {100 * c.folds.interval[1]:+.2f}]",
-        p_value(c.folds.p_value),
-        f"{c.rows.only_a_right} / {c.rows.only_b_right}",
-        p_value(c.rows.p_value),
-        c.verdict,
-    ]
+    bounds = f"[{100 * c.folds.interval[0]:+.2f}, {100 * c.folds.interval[1]:+.2f}]"
+    return comparison_cells(c, f"{c.a.model_type.value} - {c.b.model_type.value}", bounds)
 
 
 def write_all(

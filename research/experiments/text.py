@@ -63,3 +63,16 @@ def console_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in cells]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(line.rstrip() for line in lines)
+
+
+def comparison_cells(pair: Any, name: str, bounds: str) -> list[str]:
+    """One row of a paired-comparison table (``pair``: ``report.Comparison``): its name, the fold difference with
+    ``bounds`` (its corrected interval, written by the caller), both p-values, the LOOCV disagreements, the verdict."""
+    return [
+        name,
+        f"{100 * pair.folds.difference:+.2f} pts {bounds}",
+        p_value(pair.folds.p_value),
+        f"{pair.rows.only_a_right} / {pair.rows.only_b_right}",
+        p_value(pair.rows.p_value),
+        pair.verdict,
+    ]
