@@ -6,7 +6,7 @@ ones into the README's performance section. The modules, in the order a run uses
 - ``plan``: how long and hard a run measures (``Mode``) and which servers it starts, with which endpoints.
 - ``machine``: what the numbers were measured on (CPU, kernel, library versions, registry artifacts).
 - ``inprocess``: in-process latency of every predictor, without HTTP.
-- ``asgi``: in-process latency of ``/predict`` through the whole app, with and without the guard (keys, limits).
+- ``asgi``: in-process latency of ``/predict`` through the whole app, variants in turns: with and without the guard.
 - ``servers``: how each server under load is started (the ceiling, the tutorial baseline, ours).
 - ``guard``: the run's API key and keys file, the guarded server (``ours-guard``), and the guard's HTTP A/B.
 - ``peers``: MLServer as a peer: its venv, its model repository for our artifacts, how it is started.
@@ -17,8 +17,10 @@ ones into the README's performance section. The modules, in the order a run uses
 - ``load``: closed-loop HTTP load with wrk and the harness's Lua script (optionally counting every status apart).
 - ``collector``: load each planned server's endpoints and collect the rows of results.json.
 - ``overload``: one worker at concurrency 512, shedding on and off: admitted and shed answers, a liveness probe.
-- ``ratios``, ``targets``, ``tables``, ``report``, ``figures``: results.json's ratios, the targets (issue 4's and
-  the guard's), Markdown tables, results.md and the PNG figures.
+- ``monitoring``: monitoring's cost per served row in-process (``Monitor`` alone, and ``/predict`` through the app
+  with it as served, inactive and off), and ``GET /metrics`` of the real server with two workers.
+- ``ratios``, ``targets``, ``tables``, ``report``, ``figures``: results.json's ratios, the targets (issue 4's, the
+  guard's and monitoring's), Markdown tables, results.md and the PNG figures.
 - ``readme``: the README's performance section.
 - ``apps``: the reference servers (the ceiling and the tutorial baseline).
 """

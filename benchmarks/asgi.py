@@ -1,9 +1,10 @@
-"""The guard's cost in-process: ``/predict`` through the whole ASGI app, with and without keys and rate limits.
+"""``/predict`` through the whole ASGI app in-process, variants in turns: the guard's cost (keys, rate limits) here.
 
 ``benchmarks.inprocess`` times the predictor alone; here the app built by ``create_app`` (its lifespan run, every
 middleware, the route, the log line and the metrics) is called with one ``/predict`` request at a time, the way
 uvicorn calls it, minus the socket and the HTTP parser. Every variant is built in the same process and timed in
 turns, block after block, so that a slow spell of the shared machine falls on all of them alike.
+``benchmarks.monitoring`` times its variants (the monitor as served, inactive, off) with the same turns.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import uvloop
 
@@ -25,9 +26,11 @@ from benchmarks.inprocess import timing_summary
 from ml_production_service.configs import ModelType, ServiceConfig
 from ml_production_service.server.app import create_app
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
-class GuardBudget:
+class TurnBudget:
     """How the variants take turns: ``rounds`` blocks of ``calls`` timed requests each, after ``warmup`` each."""
 
     rounds: int
@@ -127,41 +130,78 @@ async def _time_block(app: Any, request: _Request, calls: int, into: list[int]) 
             raise RuntimeError(f"/predict answered {status} in-process")
 
 
-async def _measure(model: ModelType, key: BenchKey, budget: GuardBudget) -> list[dict[str, Any]]:
-    body = single_json()
-    headers = {"X-API-Key": key.key}  # every variant gets the same request; only the guard's ones read the key
-    apps: list[tuple[Variant, Any]] = []
-    async with AsyncExitStack() as stack:
-        for variant in variants(key):
-            app = create_app(ServiceConfig(model_type=model, log_level="INFO", log_format="json", **variant.settings))
-            await stack.enter_async_context(app.router.lifespan_context(app))
-            apps.append((variant, app))
-        timings: dict[str, list[int]] = {variant.name: [] for variant, _ in apps}
-        request = _Request(body, headers)
-        for _, app in apps:
-            await _time_block(app, request, budget.warmup, [])
-        for turn in range(budget.rounds):
-            # Rotate who goes first, so that no variant always follows the same one.
-            for variant, app in apps[turn % len(apps) :] + apps[: turn % len(apps)]:
-                await _time_block(app, request, budget.calls, timings[variant.name])
+def _as_is() -> None:
+    """An app that is already the variant it stands for."""
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One variant in the turns: its name, its app (lifespan entered), and what makes the app this variant before
+    each of its blocks (several variants may share one app and differ by what ``enter`` sets on it)."""
+
+    name: str
+    app: Any
+    enter: Callable[[], None] = _as_is
+
+
+async def in_turns(contenders: list[Contender], request: _Request, budget: TurnBudget) -> dict[str, list[int]]:
+    """Each contender's warm-up, then ``budget.rounds`` rounds of a block each; the timings (ns) per name."""
+    timings: dict[str, list[int]] = {contender.name: [] for contender in contenders}
+    for contender in contenders:
+        contender.enter()
+        await _time_block(contender.app, request, budget.warmup, [])
+    for turn in range(budget.rounds):
+        # Rotate who goes first, so that no variant always follows the same one.
+        start = turn % len(contenders)
+        for contender in contenders[start:] + contenders[:start]:
+            contender.enter()
+            await _time_block(contender.app, request, budget.calls, timings[contender.name])
+    return timings
+
+
+def compared(model: ModelType, timings: dict[str, list[int]], reference: str) -> list[dict[str, Any]]:
+    """A row per variant (in ``timings``' order): p50, p99, mean, and what it adds to ``reference`` (the ``off``
+    variant: ``x_off_p50`` is the ratio of p50s)."""
+    base = timing_summary(timings[reference])
     rows = []
-    reference = timing_summary(timings["off"])
-    for variant, _ in apps:
-        summary = timing_summary(timings[variant.name])
+    for name, measured in timings.items():
+        summary = timing_summary(measured)
         rows.append(
             {
                 "model": model.value,
-                "variant": variant.name,
+                "variant": name,
                 **summary,
-                "added_p50_us": summary["p50_us"] - reference["p50_us"],
-                "added_mean_us": summary["mean_us"] - reference["mean_us"],
-                "x_off_p50": summary["p50_us"] / reference["p50_us"],
+                "added_p50_us": summary["p50_us"] - base["p50_us"],
+                "added_mean_us": summary["mean_us"] - base["mean_us"],
+                "x_off_p50": summary["p50_us"] / base["p50_us"],
             }
         )
     return rows
 
 
-def measure(model: ModelType, key: BenchKey, budget: GuardBudget) -> list[dict[str, Any]]:
-    """A row per variant: p50, p99 and mean of ``/predict`` through the app, and what it adds to ``off``."""
+def predict_request(headers: dict[str, str] | None = None) -> _Request:
+    """The one-row ``/predict`` every variant is sent (the harness's ``ROW``)."""
+    return _Request(single_json(), headers or {})
+
+
+def run_quietly(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` on uvloop (as the server does), the service's log lines sent to /dev/null."""
     with _stderr_to_devnull(), asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_measure(model, key, budget))
+        return runner.run(coroutine)
+
+
+async def _measure(model: ModelType, key: BenchKey, budget: TurnBudget) -> list[dict[str, Any]]:
+    headers = {"X-API-Key": key.key}  # every variant gets the same request; only the guard's ones read the key
+    contenders: list[Contender] = []
+    async with AsyncExitStack() as stack:
+        for variant in variants(key):
+            app = create_app(ServiceConfig(model_type=model, log_level="INFO", log_format="json", **variant.settings))
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            contenders.append(Contender(variant.name, app))
+        timings = await in_turns(contenders, predict_request(headers), budget)
+    return compared(model, timings, "off")
+
+
+def measure(model: ModelType, key: BenchKey, budget: TurnBudget) -> list[dict[str, Any]]:
+    """A row per variant: p50, p99 and mean of ``/predict`` through the app, and what it adds to ``off``."""
+    return run_quietly(_measure(model, key, budget))

@@ -8,10 +8,11 @@ from functools import partial
 from pathlib import Path
 
 from benchmarks import peers
-from benchmarks.asgi import GuardBudget
+from benchmarks.asgi import TurnBudget
 from benchmarks.endpoints import ROW, Endpoint, baseline_endpoints, ceiling_endpoints, ours_endpoints, v2_endpoint
 from benchmarks.guard import BenchKey, guard_endpoint, ours_guard_spec
 from benchmarks.inprocess import Budget
+from benchmarks.monitoring import MonitoringBudget, ScrapeBudget
 from benchmarks.servers import ServerSpec, baseline_spec, ceiling_spec, ours_spec
 from ml_production_service.configs import ModelType
 
@@ -32,7 +33,7 @@ class Mode:
     batch_rows: int
     single: Budget
     batch: Budget
-    guard: GuardBudget
+    guard: TurnBudget
     """In-process ``/predict`` through the app, with and without the guard."""
     guard_rounds: int
     guard_duration_s: int
@@ -40,6 +41,10 @@ class Mode:
     overload_concurrency: int
     overload_duration_s: int
     """Each overload case: the reference run (concurrency 8) and the overload run last this long."""
+    monitoring: MonitoringBudget
+    """Monitoring in-process: ``observe_one``/``observe_many`` alone, and ``/predict`` through the app."""
+    scrape: ScrapeBudget
+    """``GET /metrics`` of two workers: the traffic before, the scrapes timed."""
 
 
 FULL = Mode(
@@ -50,11 +55,15 @@ FULL = Mode(
     batch_rows=100,
     single=Budget(calls=3000, seconds=3.0, floor=200, warmup=100),
     batch=Budget(calls=300, seconds=3.0, floor=20, warmup=5),
-    guard=GuardBudget(rounds=20, calls=250, warmup=200),
+    guard=TurnBudget(rounds=20, calls=250, warmup=200),
     guard_rounds=5,
     guard_duration_s=2,
     overload_concurrency=512,
     overload_duration_s=8,
+    monitoring=MonitoringBudget(
+        blocks=200, block_rows=1000, batches=300, app=TurnBudget(rounds=40, calls=250, warmup=200)
+    ),
+    scrape=ScrapeBudget(singles=1000, batches=4, batch_rows=1000, warmup=4, scrapes=30),
 )
 QUICK = replace(
     FULL,
@@ -65,10 +74,12 @@ QUICK = replace(
     batch_rows=10,
     single=Budget(calls=50, seconds=0.5, floor=10, warmup=5),
     batch=Budget(calls=5, seconds=0.5, floor=2, warmup=1),
-    guard=GuardBudget(rounds=2, calls=10, warmup=5),
+    guard=TurnBudget(rounds=2, calls=10, warmup=5),
     guard_rounds=1,
     guard_duration_s=1,
     overload_duration_s=1,
+    monitoring=MonitoringBudget(blocks=3, block_rows=100, batches=3, app=TurnBudget(rounds=2, calls=10, warmup=5)),
+    scrape=ScrapeBudget(singles=10, batches=1, batch_rows=100, warmup=1, scrapes=5),
 )
 
 

@@ -67,6 +67,7 @@ def readme_section(bench: dict[str, Any] | None, peers: dict[str, Any] | None, f
     if bench is not None:
         lines += [_source("In-process and `/predict`", bench, folders["bench"]), "", *_readme_bench_rows(bench), ""]
         lines += _readme_guard_lines(bench)
+        lines += _readme_monitoring_lines(bench)
     if peers is not None:
         mlserver = f"MLServer venv: {versions_line(peers['versions_mlserver'])}"
         lines += [_source("Against MLServer", peers, folders["peers"], mlserver), "", *_readme_peer_rows(peers)]
@@ -196,6 +197,40 @@ def _readme_guard_lines(bench: dict[str, Any]) -> list[str]:
         ]
         lines += [*table(header, rows), ""]
     return lines
+
+
+def _readme_monitoring_lines(bench: dict[str, Any]) -> list[str]:
+    """Monitoring's cost per row and the two-worker scrape of the same run, when it measured them (older runs did
+    not)."""
+    monitoring = bench.get("monitoring")
+    if not monitoring:
+        return []
+    parts = []
+    observed = monitoring.get("observe") or []
+    if observed:
+        one = [row["one"]["p50_us"] for row in observed]
+        many = [row["many"]["p50_us"] for row in observed]
+        parts.append(
+            f"`Monitor.observe_one` costs {min(one):.2f}–{max(one):.2f} µs per served row over the "
+            f"{len(observed)} models (median, its flush included), `observe_many` {min(many):.2f}–{max(many):.2f} µs "
+            "per row of a 1,000-row batch"
+        )
+    served = [row for row in monitoring.get("app") or [] if row["variant"] == "served"]
+    if served:
+        added = ", ".join(
+            f"{_signed(row['added_p50_us'])} µs to {row['model']} ({times(row['x_off_p50'])})" for row in served
+        )
+        parts.append(f"through the app, the monitor as served adds {added} per `/predict` against none (p50)")
+    scrape = monitoring.get("scrape")
+    if scrape:
+        latency = scrape["latency_ms"]
+        parts.append(
+            f"`GET /metrics` with {scrape['workers']} workers ({scrape['model']}, after "
+            f"{scrape['traffic']['rows']:,} rows) takes {ms(latency['p50'])} ms (p99 {ms(latency['p99'])}, max "
+            f"{ms(latency['max'])} over {scrape['scrapes']} scrapes) for {num(scrape['bytes']['max'])} bytes, "
+            f"{scrape['series']} series"
+        )
+    return [f"**Monitoring** (same run): {'; '.join(parts)}.", ""] if parts else []
 
 
 def _readme_peer_rows(peers: dict[str, Any]) -> list[str]:

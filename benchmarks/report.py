@@ -1,4 +1,5 @@
-"""results.md of one run: its settings, then a table per measurement (in-process, HTTP, servers, peers, targets)."""
+"""results.md of one run: its settings, then a table per measurement (in-process, HTTP, servers, guard, overload,
+monitoring, peers, targets)."""
 
 from __future__ import annotations
 
@@ -263,6 +264,107 @@ def overload_section(overload: dict[str, Any]) -> list[str]:
     ]
 
 
+def _per_row(kind: str, title: str) -> list[Column]:
+    return [
+        (f"{title} p50", _num(kind, "p50_us", digits=3)),
+        ("p99", _num(kind, "p99_us", digits=3)),
+        ("mean", _num(kind, "mean_us", digits=3)),
+        ("timed", lambda row: f"{row[kind]['calls']} × {row[kind]['rows_per_call']:,} rows"),
+    ]
+
+
+OBSERVE_COLUMNS: list[Column] = [MODEL, *_per_row("one", "`observe_one` µs/row"), *_per_row("many", "`observe_many`")]
+MONITOR_VARIANTS = {
+    "served": "the monitor the app serves with: bins, out-of-range, confidence",
+    "inactive": "built from the manifest without `reference`: the confidence histogram only",
+    "off": "observes nothing",
+}
+MONITOR_APP_COLUMNS: list[Column] = [
+    MODEL,
+    ("variant", _text("variant")),
+    ("what it observes", lambda row: MONITOR_VARIANTS.get(row["variant"], "–")),
+    ("p50 µs", _num("p50_us", digits=1)),
+    ("p99 µs", _num("p99_us", digits=1)),
+    ("mean µs", _num("mean_us", digits=1)),
+    ("added p50 µs", lambda row: f"{row['added_p50_us']:+.2f}"),
+    ("added mean µs", lambda row: f"{row['added_mean_us']:+.2f}"),
+    ("×off p50", lambda row: f"{row['x_off_p50']:.3f}×"),
+    ("calls", _text("calls")),
+]
+SCRAPE_COLUMNS: list[Column] = [
+    MODEL,
+    ("workers", _text("workers")),
+    ("rows served (requests)", lambda row: f"{row['traffic']['rows']:,} ({row['traffic']['requests']:,})"),
+    ("scrapes", lambda row: f"{row['scrapes']} (after {len(row['warmup_ms'])} untimed)"),
+    ("p50 ms", _ms("latency_ms", "p50")),
+    ("p99 ms", _ms("latency_ms", "p99")),
+    ("max ms", _ms("latency_ms", "max")),
+    ("untimed ms", lambda row: ", ".join(ms(value) for value in row["warmup_ms"]) or "–"),
+    ("bytes", lambda row: num(row["bytes"]["max"])),
+    ("series", _text("series")),
+    ("`mps_predictions_total`", lambda row: num(row["predictions_counted"])),
+    ("metrics files (KiB)", lambda row: f"{row['metrics_files']} ({row['metrics_files_bytes'] / 1024:,.0f})"),
+]
+
+
+def _served_against(rows: list[dict[str, Any]], model: str) -> str:
+    """What the monitor as served adds to one ``/predict`` of ``model`` over the inactive one and over none."""
+    p50 = {row["variant"]: row["p50_us"] for row in rows if row["model"] == model}
+    if not {"served", "inactive", "off"} <= p50.keys():
+        return ""
+    return (
+        f"{model}: served {p50['served'] - p50['inactive']:+.2f} µs over inactive "
+        f"({p50['served'] / p50['inactive']:.3f}×), {p50['served'] - p50['off']:+.2f} µs over none "
+        f"({p50['served'] / p50['off']:.3f}×), p50 per request (one row)."
+    )
+
+
+def monitoring_section(monitoring: dict[str, Any]) -> list[str]:
+    """Monitoring's cost per served row (the monitor alone, ``/predict`` through the app) and the scrape."""
+    lines = ["## Monitoring: its cost per served row, and `/metrics` with two workers", ""]
+    if monitoring.get("observe"):
+        lines += [
+            "In-process, the monitor alone (`Monitor`, built from each model's registry manifest): `observe_one` "
+            f"timed in blocks of rows (a block of {monitoring['flush_rows']:,} pays the one flush to the Prometheus "
+            "counters those rows trigger) and `observe_many` of 1,000 rows, per row; the iris rows in turn, with "
+            "the model's golden top-class probabilities. Percentiles are over blocks and calls. In such a loop the "
+            "monitor's code and data stay in the CPU's caches; between requests they do not: the app's rows below "
+            "are what a served row pays.",
+            "",
+            *column_table(OBSERVE_COLUMNS, monitoring["observe"]),
+            "",
+        ]
+    app = monitoring.get("app") or []
+    if app:
+        models = list(dict.fromkeys(row["model"] for row in app))
+        lines += [
+            "Through the app: one `/predict` at a time, as in the guard's in-process rows; one app per model whose "
+            "data plane wears each monitor in turn, block after block. Added is against `off`, per request (one "
+            "row).",
+            "",
+            *column_table(MONITOR_APP_COLUMNS, app),
+            "",
+            *(f"- {line}" for line in (_served_against(app, model) for model in models) if line),
+            "",
+        ]
+    scrape = monitoring.get("scrape")
+    if scrape:
+        lines += [
+            f"`GET /metrics` of the server command with `MPS_WORKERS={scrape['workers']}`, after one-row "
+            "`/predict`s, 1,000-row batches, a V2 infer and a refused row (each on a fresh connection), one scrape "
+            "at a time on a fresh connection, timed by the client; either worker may answer, and each merges every "
+            "worker's files. `mps_predictions_total` is the last scrape's sum over classes: the rows served, counted "
+            "by both workers. A worker's first scrape is slower than the next ones; the untimed scrapes come first, "
+            "but nothing decides which worker answers them.",
+            "",
+            *column_table(SCRAPE_COLUMNS, [scrape]),
+            "",
+        ]
+    elif "scrape" in monitoring:
+        lines += ["The scrape's server failed: see Failures.", ""]
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     """results.md of one run."""
     kind, mode = results["kind"], results["mode"]
@@ -293,6 +395,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += guard_section(results["guard"])
     if results.get("overload"):
         lines += overload_section(results["overload"])
+    if results.get("monitoring"):
+        lines += monitoring_section(results["monitoring"])
     if kind == "peers":
         lines += ["## Ours against MLServer (V2 infer, one row)", "", *peers_table(results), ""]
         lines += ["## What the peer answers", "", *column_table(CAPABILITY_COLUMNS, results.get("capabilities", []))]

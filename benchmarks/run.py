@@ -1,9 +1,10 @@
 """Run the benchmark: ``python -m benchmarks.run [--quick] [--peers]``; writes benchmarks/results/<timestamp>/.
 
-One run measures, on this machine: in-process latency of every model (served path, original, baseline call) and
-of ``/predict`` through the app with and without the guard, then HTTP load with wrk against the ceiling, the
-tutorial baseline and our server (default and guarded), the guard's HTTP A/B and one worker under overload
-(``--peers``: MLServer serving the same artifacts instead), and writes results.json, results.md and the figures.
+One run measures, on this machine: in-process latency of every model (served path, original, baseline call), of
+``/predict`` through the app with and without the guard, and monitoring's cost per served row; then HTTP load with
+wrk against the ceiling, the tutorial baseline and our server (default and guarded), the guard's HTTP A/B, one
+worker under overload and the ``/metrics`` scrape of two workers (``--peers``: MLServer serving the same artifacts
+instead), and writes results.json, results.md and the figures.
 """
 
 from __future__ import annotations
@@ -18,7 +19,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import REPOSITORY, RESULTS_DIR, asgi, figures, guard, inprocess, load, overload, peers, report
+from benchmarks import (
+    REPOSITORY,
+    RESULTS_DIR,
+    asgi,
+    figures,
+    guard,
+    inprocess,
+    load,
+    monitoring,
+    overload,
+    peers,
+    report,
+)
 from benchmarks.collector import ResultCollector, say
 from benchmarks.endpoints import ROW
 from benchmarks.guard import BenchKey
@@ -43,6 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-inprocess", action="store_true", help="HTTP only")
     parser.add_argument("--skip-guard", action="store_true", help="without the guard's rows (in-process and HTTP)")
     parser.add_argument("--skip-overload", action="store_true", help="without the overload runs")
+    parser.add_argument("--skip-monitoring", action="store_true", help="without monitoring's cost and the scrape")
     parser.add_argument("--command", default=os.environ.get("BENCH_COMMAND"), help="the command recorded")
     return parser.parse_args(argv)
 
@@ -107,6 +121,17 @@ def measure_guard_asgi(model: ModelType, key: BenchKey, mode: Mode) -> list[dict
     return rows
 
 
+def measure_monitoring(models: list[ModelType], mode: Mode, registry_dir: Path) -> dict[str, Any]:
+    """Monitoring's cost in-process: ``observe_one``/``observe_many`` per row, ``/predict`` through the app."""
+    say("monitoring in-process: observe_one and observe_many per row; /predict through the app (served, inactive, off)")
+    measured = monitoring.measure_inprocess(models, mode.monitoring, registry_dir)
+    for row in measured["observe"]:
+        say("  " + monitoring.observe_line(row))
+    for row in measured["app"]:
+        say("  " + monitoring.app_line(row))
+    return measured
+
+
 def _failed(collector: ResultCollector, server: str, model: str, error: Exception) -> None:
     say(f"  {server} {model}: FAILED {error}")
     collector.failures.append({"server": server, "model": model, "error": str(error)[:2000]})
@@ -146,6 +171,21 @@ def measure_overload(collector: ResultCollector, mode: Mode, models: list[ModelT
     return {"concurrency": c, "duration_s": mode.overload_duration_s, "cases": rows}
 
 
+def measure_scrape(
+    collector: ResultCollector, mode: Mode, models: list[ModelType], work: Path
+) -> dict[str, Any] | None:
+    """``GET /metrics`` of our server with two workers after some traffic (None if it failed; recorded)."""
+    model = monitoring.scraped_model(models).value
+    say(f"monitoring: GET /metrics of {model}, {monitoring.SCRAPE_WORKERS} workers, after traffic")
+    try:
+        row = monitoring.scrape(model, mode.scrape, work)
+    except (ServerError, OSError, ValueError) as error:
+        _failed(collector, "ours", model, error)
+        return None
+    say("  " + monitoring.scrape_line(row))
+    return row
+
+
 def measure_http(
     args: argparse.Namespace, mode: Mode, models: list[ModelType], work: Path, key: BenchKey | None
 ) -> tuple[ResultCollector, dict[str, Any]]:
@@ -165,6 +205,8 @@ def measure_http(
         extra["guard_http"] = measure_guard_http(collector, mode, guard_model(models).value, key, work)
     if not args.skip_overload:
         extra["overload"] = measure_overload(collector, mode, overload_models(models), work)
+    if not args.skip_monitoring:
+        extra["scrape"] = measure_scrape(collector, mode, models, work)
     return collector, extra
 
 
@@ -197,10 +239,13 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(scratch)
         key = None if args.peers or args.skip_guard else guard.write_key(work)
         guard_asgi = None
+        monitored: dict[str, Any] = {}
         if not args.skip_inprocess and not args.peers:
             results["inprocess"] = measure_inprocess(models, mode)
             if key is not None:
                 guard_asgi = measure_guard_asgi(guard_model(models), key, mode)
+            if not args.skip_monitoring:
+                monitored = measure_monitoring(models, mode, args.registry_dir)
         collector, extra = measure_http(args, mode, models, work, key)
     results.update(
         servers=collector.servers,
@@ -218,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         }
     if "overload" in extra:
         results["overload"] = extra["overload"]
+    if monitored or "scrape" in extra:
+        results["monitoring"] = {**monitored, "scrape": extra.get("scrape")}
     results["machine"]["loadavg_end"] = list(os.getloadavg())
     results["elapsed_s"] = time.time() - started
     add_ratios(results)

@@ -1,4 +1,5 @@
-"""Issue 4's targets: what a run measured against each goal, and whether it was met (or by how much it was missed)."""
+"""The targets (issue 4's, the guard's, monitoring's): what a run measured against each goal, and whether it was met
+(or by how much it was missed)."""
 
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ def targets(bench: dict[str, Any] | None, peers: dict[str, Any] | None) -> list[
             tail = find_http(bench, "ours", model, "/predict", TAIL_CONCURRENCY)
             add(f"{model}: /predict p99 at c=64", get(tail, "latency_ms", "p99"), 10, "ms", False)
         _guard_targets(bench.get("guard"), add)
+        _monitoring_targets(bench.get("monitoring"), add)
     if peers is not None:
         for model in peers["settings"]["models"]:
             if model == "heuristic":
@@ -88,6 +90,36 @@ def _guard_targets(guard: dict[str, Any] | None, add: Callable[[str, float | Non
     name = f"{model}: keys + memory rate limits, added per /predict"
     add(f"{name}, in-process (p50)", get(asgi, "added_p50_us"), GUARD_BUDGET_US, "µs", False)
     add(f"{name}, HTTP c=8 (time per request)", get(http, "added_us_per_request"), GUARD_BUDGET_US, "µs", False)
+
+
+MONITOR_ROW_BUDGET_US = 5
+"""Monitoring's target: what it may cost per served row, in-process."""
+SCRAPE_BUDGET_MS = 50
+"""Monitoring's target: ``GET /metrics`` with two workers."""
+
+
+def _monitoring_targets(
+    monitoring: dict[str, Any] | None, add: Callable[[str, float | None, float, str, bool], None]
+) -> None:
+    """Monitoring's targets, when the run measured it: ``observe_one`` per row on the model it costs most, the
+    monitor as served against none through the app (per model), and the scrape's median and p99 with two workers."""
+    if not monitoring:
+        return
+    observed = monitoring.get("observe") or []
+    if observed:
+        slowest = max(observed, key=lambda row: row["one"]["p50_us"])
+        name = f"monitoring per served row, `Monitor.observe_one` (median; costliest of {len(observed)} models:"
+        add(f"{name} {slowest['model']})", slowest["one"]["p50_us"], MONITOR_ROW_BUDGET_US, "µs", False)
+    for row in (r for r in monitoring.get("app") or [] if r["variant"] == "served"):
+        name = f"{row['model']}: monitoring added per /predict, in-process through the app (p50, served vs none)"
+        add(name, row["added_p50_us"], MONITOR_ROW_BUDGET_US, "µs", False)
+    scrape = monitoring.get("scrape")
+    for statistic, key in (("median", "p50"), ("p99", "p99")):
+        if scrape:
+            name = f"{scrape['model']}: GET /metrics with {scrape['workers']} workers ({statistic} of"
+            add(f"{name} {scrape['scrapes']})", scrape["latency_ms"][key], SCRAPE_BUDGET_MS, "ms", False)
+        elif "scrape" in monitoring:  # measured, but the server failed: the row says so
+            add(f"GET /metrics with 2 workers ({statistic})", None, SCRAPE_BUDGET_MS, "ms", False)
 
 
 def targets_table(bench: dict[str, Any] | None, peers: dict[str, Any] | None) -> list[str]:

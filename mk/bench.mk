@@ -11,7 +11,7 @@ BENCH_FLAGS ?=
 bench-wrk: ## Install wrk (Debian's package) when missing and root; otherwise stop with the command to run
 	@$(MAKE) --no-print-directory system-tools SYSTEM_TOOLS=wrk:wrk
 
-bench: $(VENV_STAMP) bench-wrk ## In-process, HTTP, guard, overload (~8 min): benchmarks/results/<timestamp>/
+bench: $(VENV_STAMP) bench-wrk ## In-process, HTTP, guard, overload, monitoring (~8 min): benchmarks/results/<timestamp>/
 	BENCH_COMMAND="make bench" $(UV_RUN) python -m benchmarks.run $(BENCH_FLAGS)
 
 bench-quick: $(VENV_STAMP) bench-wrk ## The benchmark with tiny counts, ~2 min (proves the harness; asserts no speed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -99,6 +101,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.data_plane = DataPlane(predictor, inline, warmup_us, config.max_batch_size, app.state.guard)
     app.state.model_info.update(model_type=predictor.model_type, model_version=predictor.version)
     observe_model(predictor.model_type, predictor.version, predictor.manifest.sha256, load_seconds)
+    # The model, its libraries and the app are loaded for good: move them out of the collector's reach, so that a
+    # full collection (measured at 75-130 ms under load) does not scan them in the middle of a request; and start
+    # the thread pool now rather than in the first request that needs it (the scrape route, a slow model).
+    gc.collect()
+    gc.freeze()
+    await run_in_threadpool(lambda: None)
     app.state.ready = True
     logger.info(
         "model_loaded",
@@ -112,6 +120,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        gc.unfreeze()  # back in the collector's care (an app in a test process is not the process's last)
         app.state.ready = False
         app.state.data_plane.monitor.flush()
         logger.info("shutting_down", model_type=predictor.model_type)

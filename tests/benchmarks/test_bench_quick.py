@@ -126,13 +126,43 @@ def test_overload_separates_admitted_and_shed_answers(quick_run: tuple[int, Path
     assert shed > 0 and shedding["shed_total_metric"] >= shed
 
 
+def test_monitoring_is_timed_in_process_and_scraped_from_two_workers(
+    quick_run: tuple[int, Path, dict[str, Any]],
+) -> None:
+    """Monitoring's rows: observe_one and observe_many per row for the whole budget; /predict through the app with
+    the monitor served, inactive and off, each for the whole budget; the server command with two workers scraped
+    after its traffic, every served row counted in the scrape (whichever worker served it and whichever answered)."""
+    measured = quick_run[2]["monitoring"]
+    budget, scrape_budget = plan.QUICK.monitoring, plan.QUICK.scrape
+    (observed,) = measured["observe"]
+    assert observed["model"] == MODEL and observed["active"]
+    assert (observed["one"]["calls"], observed["one"]["rows_per_call"]) == (budget.blocks, budget.block_rows)
+    assert observed["many"]["calls"] == budget.batches
+    assert [(row["model"], row["variant"]) for row in measured["app"]] == [
+        (MODEL, variant) for variant in ("served", "inactive", "off")
+    ]
+    for row in measured["app"]:
+        assert row["calls"] == budget.app.rounds * budget.app.calls
+        assert 0 < row["p50_us"] <= row["p99_us"]
+    scrape = measured["scrape"]
+    assert (scrape["model"], scrape["workers"], scrape["settings"]) == (MODEL, 2, {"MPS_WORKERS": "2"})
+    assert scrape["scrapes"] == len(scrape["timings_ms"]) == scrape_budget.scrapes
+    assert len(scrape["warmup_ms"]) == scrape_budget.warmup
+    rows = scrape_budget.singles + scrape_budget.batches * scrape_budget.batch_rows + 1
+    assert scrape["traffic"]["rows"] == rows == scrape["predictions_counted"]
+    assert scrape["series"] > 0 and scrape["bytes"]["min"] > 0 and scrape["metrics_files"] > 0
+    assert 0 < scrape["latency_ms"]["p50"] <= scrape["latency_ms"]["max"]
+
+
 def test_markdown_and_figures_are_written(quick_run: tuple[int, Path, dict[str, Any]]) -> None:
     """results.md has every section, and the three figures are PNG files."""
     out = quick_run[1]
     text = (out / "results.md").read_text()
     headings = ("## In-process latency", "## HTTP throughput and latency", "## Servers", "## The guard", "## Overload")
-    for heading in (*headings, "## Targets"):
+    for heading in (*headings, "## Monitoring", "## Targets"):
         assert heading in text
+    for statistic in ("median", "p99"):
+        assert f"| {MODEL}: GET /metrics with 2 workers ({statistic} of {plan.QUICK.scrape.scrapes}) |" in text
     for name in ("throughput.png", "latency.png", "inprocess.png"):
         assert (out / name).read_bytes().startswith(PNG_MAGIC)
 
@@ -152,7 +182,7 @@ def test_bench_report_rewrites_only_the_perf_section(
     assert after.startswith(head + readme.START_MARKER) and after.endswith(readme.END_MARKER + tail)
     section = after[len(head) + len(readme.START_MARKER) : -len(readme.END_MARKER + tail)]
     assert f"ours {MODEL}" in section and "Targets" in section
-    assert "**The guard**" in section and "**Overload**" in section
+    assert "**The guard**" in section and "**Overload**" in section and "**Monitoring**" in section
     assert readme.main(["--bench", str(out), "--readme", str(copy), "--results-dir", str(tmp_path)]) == 0
     assert copy.read_text() == after
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import xgboost
+from prometheus_client import REGISTRY
 
 from benchmarks import (
     REPOSITORY,
@@ -19,6 +20,7 @@ from benchmarks import (
     endpoints,
     guard,
     load,
+    monitoring,
     overload,
     peers,
     plan,
@@ -27,10 +29,12 @@ from benchmarks import (
     run,
     targets,
 )
+from benchmarks.asgi import TurnBudget
 from benchmarks.ratios import add_ratios
 from ml_production_service.configs import DEFAULT_REGISTRY_DIR, ModelType
 from ml_production_service.guard import key_digest
 from ml_production_service.registry import load_artifact, read_manifest, sha256_file
+from ml_production_service.server.monitoring import Monitor
 
 COMMITTED = sorted(path for path in RESULTS_DIR.glob("*/results.json") if not path.parent.name.endswith("-quick"))
 COMMITTED_BENCH = [path for path in COMMITTED if not path.parent.name.endswith("-peers")]
@@ -169,3 +173,105 @@ def test_tcp_counters_read_the_kernels_tables(tmp_path: Path) -> None:
     netstat.write_text("TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 0 3 4\n")
     assert overload.tcp_counters((snmp, netstat)) == {"RetransSegs": 42, "ListenOverflows": 3, "ListenDrops": 4}
     assert overload.tcp_counters((tmp_path / "missing",)) == {}
+
+
+def test_monitoring_variants_observe_what_their_names_say() -> None:
+    """The app's variants differ only in their monitor: as served it names an out-of-range input, built from the
+    manifest without reference it is inactive (nothing named), and off observes nothing at all (no confidence)."""
+    manifest = read_manifest(DEFAULT_REGISTRY_DIR, ModelType.RANDOM_FOREST)
+    outside = np.array([99.0, 3.0, 4.0, 1.0])
+    inactive = monitoring.without_reference(manifest)
+    served, unreferenced, off = Monitor(manifest), Monitor(inactive), monitoring.Unobserved(inactive)
+    assert served.active and not unreferenced.active and manifest.reference is not None
+    assert served.observe_one(outside, 0.9) == ["sepal_length"]
+    assert unreferenced.observe_one(outside, 0.9) == [] and off.observe_one(outside, 0.9) == []
+
+    def confidence_count() -> float:  # the confidence histogram, which the inactive monitor still feeds
+        value = REGISTRY.get_sample_value("mps_prediction_confidence_count", {"model_type": "random_forest"})
+        return value or 0.0
+
+    before = confidence_count()
+    off.observe_many(np.stack([outside, outside]), np.array([0.9, 0.9]))
+    assert confidence_count() == before
+    unreferenced.observe_many(np.stack([outside, outside]), np.array([0.9, 0.9]))
+    assert confidence_count() == before + 2
+
+
+def test_monitoring_in_process_measures_run_on_the_registry_manifests() -> None:
+    """observe_one and observe_many are timed per row on each model's manifest, and /predict through the app with
+    the monitor served, inactive and off (taking turns, each for the whole budget; the app keeps its own monitor)."""
+    budget = monitoring.MonitoringBudget(blocks=2, block_rows=5, batches=2, app=TurnBudget(rounds=2, calls=3, warmup=1))
+    measured = monitoring.measure_inprocess([ModelType.DECISION_TREE, ModelType.HEURISTIC], budget)
+    assert [row["model"] for row in measured["observe"]] == ["decision_tree", "heuristic"]
+    for row in measured["observe"]:
+        assert row["active"]
+        assert (row["one"]["calls"], row["one"]["rows_per_call"]) == (2, 5)
+        assert (row["many"]["calls"], row["many"]["rows_per_call"]) == (2, 1000)
+        assert 0 < row["one"]["p50_us"] <= row["one"]["p99_us"]
+    app = measured["app"]
+    assert [(row["model"], row["variant"]) for row in app] == [("heuristic", v) for v in ("served", "inactive", "off")]
+    assert all(row["calls"] == 6 for row in app)
+    assert app[2]["added_p50_us"] == 0 and app[2]["x_off_p50"] == 1
+    assert app[0]["added_p50_us"] == pytest.approx(app[0]["p50_us"] - app[2]["p50_us"])
+    assert monitoring.monitored_models([ModelType.XGBOOST]) == [ModelType.XGBOOST]
+    assert monitoring.scraped_model([ModelType.HEURISTIC, ModelType.RANDOM_FOREST]) == ModelType.RANDOM_FOREST
+
+
+def test_scrape_text_is_counted_by_series_and_summed_by_labels() -> None:
+    """A scrape's series are its sample lines (no comments, no blanks); a sum keeps the samples of the asked
+    labels only."""
+    text = (
+        "# HELP mps_predictions_total Rows predicted.\n# TYPE mps_predictions_total counter\n"
+        'mps_predictions_total{model_type="random_forest",predicted_class="setosa"} 3.0\n'
+        'mps_predictions_total{model_type="random_forest",predicted_class="virginica"} 4.0\n'
+        'mps_predictions_total{model_type="heuristic",predicted_class="setosa"} 100.0\n\n'
+    )
+    assert monitoring.series_lines(text) == 3
+    assert monitoring.sample_sum(text, "mps_predictions_total", model_type="random_forest") == 7
+    assert monitoring.sample_sum(text, "mps_predictions_total") == 107
+
+
+def test_monitoring_targets_appear_only_for_runs_that_measured_it() -> None:
+    """Monitoring's targets (5 µs per row, 50 ms per scrape) are judged from its rows: observe_one on the model it
+    costs most, the served monitor against none per model, the scrape's median and p99; a run without them keeps
+    its table, and a scrape whose server failed is "not measured"."""
+    bench = _load(COMMITTED_BENCH[-1])
+    bench.pop("monitoring", None)
+    before = targets.targets(bench, None)
+    assert not any("monitoring" in row[0] or "/metrics" in row[0] for row in before)
+    bench["monitoring"] = {
+        "observe": [{"model": "heuristic", "one": {"p50_us": 1.5}}, {"model": "xgboost", "one": {"p50_us": 2.5}}],
+        "app": [
+            {"model": "heuristic", "variant": "served", "added_p50_us": 6.25},
+            {"model": "heuristic", "variant": "off", "added_p50_us": 0.0},
+        ],
+        "scrape": {"model": "random_forest", "workers": 2, "scrapes": 30, "latency_ms": {"p50": 4.0, "p99": 100.0}},
+    }
+    after = targets.targets(bench, None)
+    assert after[: len(before)] == before
+    assert after[len(before) :] == [
+        [
+            "monitoring per served row, `Monitor.observe_one` (median; costliest of 2 models: xgboost)",
+            "2.50 µs",
+            "≤ 5 µs",
+            "met",
+        ],
+        [
+            "heuristic: monitoring added per /predict, in-process through the app (p50, served vs none)",
+            "6.25 µs",
+            "≤ 5 µs",
+            "missed (0.80 of the target)",
+        ],
+        ["random_forest: GET /metrics with 2 workers (median of 30)", "4.00 ms", "≤ 50 ms", "met"],
+        [
+            "random_forest: GET /metrics with 2 workers (p99 of 30)",
+            "100.00 ms",
+            "≤ 50 ms",
+            "missed (0.50 of the target)",
+        ],
+    ]
+    bench["monitoring"] = {"scrape": None}
+    assert targets.targets(bench, None)[len(before) :] == [
+        [f"GET /metrics with 2 workers ({statistic})", "not measured", "≤ 50 ms", "–"]
+        for statistic in ("median", "p99")
+    ]
