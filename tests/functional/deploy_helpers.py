@@ -125,8 +125,13 @@ def compose_command(files: tuple[Path, ...] = (COMPOSE_FILE,), profiles: tuple[s
 
 def compose_config(files: tuple[Path, ...] = (COMPOSE_FILE,), profiles: tuple[str, ...] = ()) -> dict[str, Any]:
     """The compose files as Debian's docker-compose resolves them (defaults filled in, anchors and files merged)."""
+    return dict(yaml.safe_load(run_compose(files, profiles, "config")))
+
+
+def run_compose(files: tuple[Path, ...], profiles: tuple[str, ...], *args: str) -> str:
+    """Run Debian's docker-compose on ``files`` with ``profiles``; its output (a failure fails the test)."""
     result = subprocess.run(
-        [*compose_command(files, profiles), "config"],
+        [*compose_command(files, profiles), *args],
         cwd=REPOSITORY,
         env=compose_env(),
         capture_output=True,
@@ -135,7 +140,7 @@ def compose_config(files: tuple[Path, ...] = (COMPOSE_FILE,), profiles: tuple[st
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    return dict(yaml.safe_load(result.stdout))
+    return result.stdout
 
 
 def variant_services(config: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import threading
 import time
@@ -27,7 +26,7 @@ from typing import Any, TypeVar
 import yaml
 
 from tests.functional.deploy_helpers import system_tool
-from tests.functional.server_process import REPOSITORY, free_port
+from tests.functional.server_process import REPOSITORY, free_port, terminate
 
 PROMETHEUS_DIR = REPOSITORY / "deploy" / "prometheus"
 RULES = PROMETHEUS_DIR / "rules.yml"
@@ -235,15 +234,8 @@ class ManagedProcess:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it has not exited within STOP_TIMEOUT_S."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            terminate(self.process, STOP_TIMEOUT_S)
 
 
 @contextmanager

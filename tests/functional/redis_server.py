@@ -6,7 +6,6 @@ policy (MPS_RATE_LIMIT_FAIL_OPEN) by killing it mid-test and bringing it back on
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import tempfile
 import time
@@ -19,7 +18,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tests.functional.deploy_helpers import system_tool
-from tests.functional.server_process import free_port
+from tests.functional.server_process import free_port, terminate
 
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
@@ -97,15 +96,8 @@ class RedisServer:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it has not exited within STOP_TIMEOUT_S."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            terminate(self.process, STOP_TIMEOUT_S)
 
     def restart(self) -> None:
         """Stop it if it runs, then start it again on the same port (empty: nothing was persisted)."""

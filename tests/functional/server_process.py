@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import socket
 import subprocess
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 SERVER_COMMAND = [sys.executable, "-m", "ml_production_service"]
@@ -38,15 +39,41 @@ class RunningServer:
 
     def stop(self, timeout: float = 30.0) -> tuple[int, str]:
         """SIGTERM, wait, and return the exit code and everything it logged."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process, timeout)
         self.log.seek(0)
         return self.process.returncode, self.log.read()
+
+
+def terminate(process: subprocess.Popen[Any], timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds; always reaped."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def answered_within(
+    connections: list[socket.socket], count: int, timeout: float, settle: float = 0.0
+) -> set[socket.socket]:
+    """Wait until ``count`` of ``connections`` have something to read (or the time is up), then ``settle`` seconds
+    more for stragglers; those connections."""
+    ready: set[socket.socket] = set()
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        for connection in connections:
+            selector.register(connection, selectors.EVENT_READ)
+        while len(ready) < count and time.monotonic() < deadline:
+            for key, _ in selector.select(timeout=0.1):
+                ready.add(key.fileobj)  # type: ignore[arg-type]
+                selector.unregister(key.fileobj)
+        if settle:
+            time.sleep(settle)
+            for key, _ in selector.select(timeout=0):
+                ready.add(key.fileobj)  # type: ignore[arg-type]
+    return ready
 
 
 def server_env(**settings: str) -> dict[str, str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import resource
-import selectors
 import signal
 import socket
 import subprocess
@@ -24,6 +23,7 @@ import pytest
 from tests.functional.server_process import (
     REPOSITORY,
     SERVER_COMMAND,
+    answered_within,
     parse_answer,
     read_all,
     running_server,
@@ -145,7 +145,8 @@ def test_connections_past_max_connections_are_refused_and_the_worker_stays_reach
         address = server_address(server)
         opened = [socket.create_connection(address, timeout=10) for _ in range(200)]
         try:
-            answered = _answered_within(opened, count=150, timeout=20)
+            ready = answered_within(opened, count=150, timeout=20, settle=0.5)  # the rest are held, not slow
+            answered = [connection for connection in opened if connection in ready]
             refused = [read_all(connection) for connection in answered]
             held = [connection for connection in opened if connection not in answered]
             full = _get(address, "/health/live")
@@ -161,23 +162,6 @@ def test_connections_past_max_connections_are_refused_and_the_worker_stays_reach
     assert _error_code(full, 503) == "too_many_connections", "a full worker refuses even /health/live"
     assert live.startswith(b"HTTP/1.1 200 ")
     assert soft_limit == hard
-
-
-def _answered_within(connections: list[socket.socket], count: int, timeout: float) -> list[socket.socket]:
-    """Wait until ``count`` of ``connections`` have something to read (or the time is up); those connections."""
-    ready: set[socket.socket] = set()
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as selector:
-        for connection in connections:
-            selector.register(connection, selectors.EVENT_READ)
-        while len(ready) < count and time.monotonic() < deadline:
-            for key, _ in selector.select(timeout=0.5):
-                ready.add(key.fileobj)  # type: ignore[arg-type]
-                selector.unregister(key.fileobj)
-        time.sleep(0.5)  # nothing more is coming: the rest are held, not slow
-        for key, _ in selector.select(timeout=0):
-            ready.add(key.fileobj)  # type: ignore[arg-type]
-    return [connection for connection in connections if connection in ready]
 
 
 def _retry_get(address: tuple[str, int], path: str, until: bytes, timeout: float) -> bytes:

@@ -35,9 +35,7 @@ from tests.functional.deploy_helpers import (
     LIMITS_COMPOSE_FILE,
     ROUTER_TEMPLATE,
     assert_valid_settings,
-    compose_command,
     compose_config,
-    compose_env,
     dockerfile_instructions,
     dockerfile_stages,
     image_command,
@@ -48,6 +46,7 @@ from tests.functional.deploy_helpers import (
     k8s_resource,
     router_directives,
     router_service,
+    run_compose,
     server_directives,
     system_tool,
     variant_services,
@@ -204,16 +203,7 @@ def test_docker_compose_accepts_every_documented_combination(
     """Debian's docker-compose (v1) validates each combination: `docker-compose config --quiet` exits 0."""
     version = subprocess.run([system_tool("docker-compose"), "version", "--short"], capture_output=True, text=True)
     assert version.returncode == 0 and version.stdout.strip()
-    result = subprocess.run(
-        [*compose_command(files, profiles), "config", "--quiet"],
-        cwd=REPOSITORY,
-        env=compose_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    run_compose(files, profiles, "config", "--quiet")
 
 
 def _documented_compose_runs() -> set[tuple[tuple[str, ...], tuple[str, ...]]]:

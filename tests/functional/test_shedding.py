@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import selectors
 import socket
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from tests.functional.conftest import SETOSA
 from tests.functional.server_process import (
     Answer,
     RunningServer,
+    answered_within,
     parse_answer,
     read_all,
     running_server,
@@ -81,20 +81,6 @@ def _shed_total(address: tuple[str, int]) -> float:
     return float(match.group(1))
 
 
-def _answered_within(connections: list[socket.socket], count: int, timeout: float) -> set[socket.socket]:
-    """Wait until ``count`` of ``connections`` have something to read, or the time is up; those connections."""
-    ready: set[socket.socket] = set()
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as selector:
-        for connection in connections:
-            selector.register(connection, selectors.EVENT_READ)
-        while len(ready) < count and time.monotonic() < deadline:
-            for key, _ in selector.select(timeout=0.1):
-                ready.add(key.fileobj)  # type: ignore[arg-type]
-                selector.unregister(key.fileobj)
-    return ready
-
-
 @pytest.fixture
 def server() -> Iterator[RunningServer]:
     with running_server(MPS_MAX_IN_FLIGHT=str(IN_FLIGHT), MPS_BODY_TIMEOUT_S=str(BODY_TIMEOUT_S)) as running:
@@ -114,7 +100,7 @@ def test_predictions_past_the_in_flight_limit_are_shed_while_health_and_metrics_
         slow = [stack.enter_context(socket.create_connection(address, timeout=10)) for _ in range(SLOW_CLIENTS)]
         for connection in slow:
             connection.sendall(_head("POST", "/predict", len(BODY)) + BODY[:SENT_FIRST])
-        answered = _answered_within(slow, SLOW_CLIENTS - IN_FLIGHT, ANSWER_BOUND_S)
+        answered = answered_within(slow, SLOW_CLIENTS - IN_FLIGHT, ANSWER_BOUND_S)
         slow_shed = [parse_answer(read_all(connection)) for connection in slow if connection in answered]
         held = [connection for connection in slow if connection not in answered]
 
@@ -154,7 +140,7 @@ def test_health_and_metrics_answer_while_every_slot_is_held(server: RunningServe
         slow = [stack.enter_context(socket.create_connection(address, timeout=10)) for _ in range(IN_FLIGHT)]
         for connection in slow:
             connection.sendall(_head("POST", "/predict", len(BODY)) + BODY[:SENT_FIRST])
-        assert not _answered_within(slow, 1, 0.5), "the stalled predictions are held, not answered"
+        assert not answered_within(slow, 1, 0.5), "the stalled predictions are held, not answered"
         statuses = {
             path: _request(address, "GET", path)[0][0]
             for path in ("/health", "/health/live", "/health/ready", "/v2/health/live", "/metrics", "/model")
