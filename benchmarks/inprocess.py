@@ -64,7 +64,7 @@ def timing_summary(timings: list[int]) -> dict[str, float]:
 
 def original_of(predictor: BasePredictor, config: ServiceConfig) -> BasePredictor | None:
     """The same model served by its unmodified joblib Pipeline; None for the heuristic (it has no artifact)."""
-    if predictor.model_type == ModelType.HEURISTIC:
+    if not predictor.manifest.model_type.is_fitted:
         return None
     original = getattr(predictor, "original", None)
     if isinstance(original, BasePredictor):
@@ -75,7 +75,7 @@ def original_of(predictor: BasePredictor, config: ServiceConfig) -> BasePredicto
 
 def baseline_call(model: ModelType, config: ServiceConfig) -> tuple[Callable[[Any], object], Callable[[Any], object]]:
     """What the tutorial baseline's route calls for one row and for a batch (``pipeline.predict``, or the rules)."""
-    if model == ModelType.HEURISTIC:
+    if not model.is_fitted:
 
         def rules(row: np.ndarray) -> int:
             return 0 if row[2] < 2.0 else 1 if row[3] < 1.7 else 2  # the baseline app's thresholds

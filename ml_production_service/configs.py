@@ -32,6 +32,11 @@ class ModelType(StrEnum):
     RANDOM_FOREST = "random_forest"
     XGBOOST = "xgboost"
 
+    @property
+    def is_fitted(self) -> bool:
+        """Whether this model learns from data and is served from an artifact (everything but the heuristic)."""
+        return self is not ModelType.HEURISTIC
+
 
 class LogFormat(StrEnum):
     """How log records are rendered."""

@@ -23,7 +23,7 @@ from ml_production_service.registry import ManifestNotFoundError, load_artifact,
 
 def _retrain(model_type: ModelType) -> str:
     target = model_type.value.replace("_", "-")
-    verb = "eval" if model_type is ModelType.HEURISTIC else "train"
+    verb = "eval" if not model_type.is_fitted else "train"
     return f"retrain and re-promote it (make {verb}-{target})"
 
 

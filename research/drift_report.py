@@ -452,7 +452,7 @@ def _served_manifest(registry_dir: Path, model_type: ModelType) -> ModelManifest
     try:
         return read_manifest(registry_dir, model_type)
     except ManifestNotFoundError as error:
-        if model_type is ModelType.HEURISTIC:
+        if not model_type.is_fitted:
             return default_heuristic_manifest()
         raise UnusableInputError(f"cannot report on {model_type.value}: {error}") from None
     except ModelLoadError as error:
@@ -462,7 +462,7 @@ def _served_manifest(registry_dir: Path, model_type: ModelType) -> ModelManifest
 def _replay_model(registry_dir: Path, model_type: ModelType) -> tuple[ProbabilityFunction, str]:
     """The original model as the service loads it (sha256, library versions, golden check), never the fast path."""
     try:
-        if model_type is ModelType.HEURISTIC:
+        if not model_type.is_fitted:
             return load_heuristic(registry_dir).predict_proba, "the heuristic's rules (it has no artifact)"
         predictor = load_fitted(registry_dir, model_type, fast_path=False)
     except ModelLoadError as error:

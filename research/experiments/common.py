@@ -136,7 +136,7 @@ class FamilyConfig:
     @property
     def fitted(self) -> bool:
         """Whether this family learns from data (everything but the heuristic)."""
-        return self.model_type is not ModelType.HEURISTIC
+        return self.model_type.is_fitted
 
     def build(self) -> Any:
         """The recipe as an unfitted model: the served Pipeline, or the heuristic rules."""

@@ -299,7 +299,7 @@ registry, model_type = Path(sys.argv[1]), ModelType(sys.argv[2])
 rows = np.resize(np.array([[5.1, 3.5, 1.4, 0.2], [6.3, 3.3, 6.0, 2.5]]), (1000, 4))
 gc.collect()
 readings = {"before": rss()}
-if model_type is ModelType.HEURISTIC:
+if not model_type.is_fitted:
     models = [HeuristicPredictor(read_manifest(registry, model_type))]
 else:
     pipeline, manifest = load_artifact(registry, model_type)

@@ -267,7 +267,7 @@ def _measure_serving(candidates: Path, model_type: ModelType, rows: np.ndarray, 
     """Latency of what the service would load from the candidate folder (verified as the service verifies it)."""
     folder = model_dir(candidates, model_type)
     served: dict[str, Any] = {}
-    if model_type is ModelType.HEURISTIC:
+    if not model_type.is_fitted:
         served["rules"] = evaluation.latency(
             HeuristicPredictor(read_manifest(candidates, model_type)).predict_proba, rows, protocol.timing_budget_s
         )
@@ -307,7 +307,7 @@ def _write_figures(run: Run, final: Any, results_dir: Path) -> list[str]:
             directory / "confusion_matrix.png",
         )
     ]
-    estimator = final[-1] if run.model_type is not ModelType.HEURISTIC else None
+    estimator = final[-1] if run.model_type.is_fitted else None
     if run.model_type is ModelType.DECISION_TREE:
         written.append(
             figures.tree(

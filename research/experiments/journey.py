@@ -74,7 +74,7 @@ def _step(run: Run, served: dict[str, float], base: Path) -> list[str]:
         )
     if m["nested_cv"]:
         lines.append(_tuning_line(m))
-    elif run.model_type is ModelType.HEURISTIC:
+    elif not run.model_type.is_fitted:
         lines.append(
             "- No nested CV: nothing is searched inside a fold. An honest estimate would need the thresholds "
             "learned from the training rows of each fold, which the hand-set rules cannot do."
@@ -118,7 +118,7 @@ def _served(run: Run) -> dict[str, float]:
 
 
 def _conclusions(latest: dict[ModelType, Run], pairs: list[Comparison]) -> list[str]:
-    fitted = {t: r for t, r in latest.items() if t is not ModelType.HEURISTIC}
+    fitted = {t: r for t, r in latest.items() if t.is_fitted}
     if not fitted:
         return ["- No fitted model has been run yet."]
     score = {t: r.metrics["repeated_cv"]["accuracy_mean"] for t, r in fitted.items()}
@@ -268,7 +268,7 @@ def render_journey(runs: list[Run], latest: dict[ModelType, Run], pairs: list[Co
 
 def _hard_rows(latest: dict[ModelType, Run]) -> list[str]:
     wrong = {t: {w["row_id"]: w for w in r.metrics["loocv"]["misclassified"]} for t, r in latest.items()}
-    fitted = [t for t in wrong if t is not ModelType.HEURISTIC]
+    fitted = [t for t in wrong if t.is_fitted]
     every_row = sorted(set().union(*wrong.values()))
     if not every_row:
         return ["Every model gets every row right under leave-one-out."]
@@ -297,7 +297,7 @@ def _code(run: Run) -> str:
 
 
 def _short_params(run: Run) -> str:
-    if run.model_type is ModelType.HEURISTIC:
+    if not run.model_type.is_fitted:
         return "thresholds in code"
     config = run.metrics["config"]
     defaults_free = {k: v for k, v in run.metrics["parameters"].items() if k in _KEY_PARAMS}

@@ -67,7 +67,7 @@ def run_reference(
     fold_probabilities: list[np.ndarray],
 ) -> Reference:
     """A run candidate's reference: the confidences of the run's first CV repeat (one prediction per row)."""
-    if model_type is ModelType.HEURISTIC:
+    if not model_type.is_fitted:
         return reference_for(dataset, np.asarray(final.predict_proba(dataset.features)).max(axis=1), IN_SAMPLE_RULES)
     first = slice(0, protocol.folds)  # the first `folds` splits of a repeated k-fold are one plain k-fold
     out_of_fold = evaluation.partition_probabilities(dataset, splits[first], fold_probabilities[first])
@@ -103,7 +103,7 @@ def refresh_reference(registry_dir: Path, model_type: ModelType, dataset: Datase
     fast_path = manifest.fast_path.artifact if manifest.fast_path else None
     artifacts = [file for file in (manifest.artifact, fast_path) if file]
     before = {file: sha256_file(folder / file) for file in artifacts}
-    if model_type is ModelType.HEURISTIC:
+    if not model_type.is_fitted:
         predict: ProbabilityFunction = HeuristicPredictor(manifest).predict_proba
         _answers_as_promoted(manifest, predict, dataset)
         top = np.asarray(predict(dataset.features)).max(axis=1)
@@ -173,7 +173,7 @@ def _answers_as_promoted(manifest: ModelManifest, predict: ProbabilityFunction, 
 
 def _load_as_served(registry_dir: Path, model_type: ModelType) -> None:
     """Load the refreshed model exactly as the service does (golden check and fast path included)."""
-    if model_type is ModelType.HEURISTIC:
+    if not model_type.is_fitted:
         load_heuristic(registry_dir)
     else:
         load_fitted(registry_dir, model_type)

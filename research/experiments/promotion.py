@@ -135,7 +135,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 def _verify(registry_dir: Path, model_type: ModelType) -> ModelManifest:
     """Load the model in ``registry_dir`` as the service would (integrity, versions, golden check, fast path)."""
-    if model_type is ModelType.HEURISTIC:
+    if not model_type.is_fitted:
         read_manifest(registry_dir, model_type)  # the heuristic needs no manifest to serve; a candidate must have one
         return load_heuristic(registry_dir).manifest
     return load_fitted(registry_dir, model_type).manifest
