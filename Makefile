@@ -63,7 +63,7 @@ api-run: $(VENV_STAMP) ## Serve the API (MPS_MODEL_TYPE, MPS_API_HOST, MPS_API_P
 
 serve: api-run ## Production server: exactly the container's command (MPS_WORKERS workers)
 
-api-validate: $(VENV_STAMP) ## Post the 150 iris rows to a running server (API_URL) and print the accuracy
+api-validate: $(VENV_STAMP) ## Post the 150 training rows to a running server (API_URL): in-sample smoke test, not accuracy
 	$(UV_RUN) python scripts/api_validate.py --url $(API_URL)
 
 api-key: $(VENV_STAMP) ## Make an API key: ID=<id> [FILE=<keys file>]; prints the key once, stores only its sha256

@@ -47,7 +47,7 @@ service-start: ## Start the A/B stack: random_forest on :8001, decision_tree on 
 service-stop: ## Stop the A/B stack and remove its containers
 	SERVICE_IMAGE=$(IMAGE):$(IMAGE_TAG) $(COMPOSE) down
 
-service-validate: $(VENV_STAMP) ## Check a started stack: accuracy on each variant, then the router's observed split
+service-validate: $(VENV_STAMP) ## Check a started stack: in-sample agreement on each variant's training rows, then the router's split
 	$(UV_RUN) python deploy/ab_check.py --url $(ROUTER_URL) --wait 60 --requests 0
 	$(UV_RUN) python scripts/api_validate.py --url http://127.0.0.1:8001
 	$(UV_RUN) python scripts/api_validate.py --url http://127.0.0.1:8002

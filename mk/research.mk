@@ -1,10 +1,12 @@
 # Research targets: experiments, reports, gated promotion and rollback (research/experiments).
 .PHONY: eval-heuristic train-decision-tree train-random-forest train-xgboost train-all run-all-experiments \
-	promote rollback refresh-reference compare research-report readme-model-table drift-report
+	promote rollback reproduce-registry refresh-reference compare research-report readme-model-table drift-report
 
 JOBS ?= 1
 RESEARCH_FORCE = $(if $(filter 1 true yes,$(FORCE)),--force)
 RESEARCH_RUN_ID = $(or $(RUN_ID),$(RUN))
+# Gate margin as a fraction (0.01 = 1 point; default: the recipe's "gate" section); replaced models kept per type.
+RESEARCH_GATE = $(if $(MARGIN),--margin $(MARGIN)) $(if $(KEEP),--keep $(KEEP))
 
 eval-heuristic: $(VENV_STAMP) ## Run the heuristic through the research protocol, then promote its manifest (gated)
 	$(UV_RUN) python -m research.experiments.heuristic --promote --jobs $(JOBS) $(RESEARCH_FORCE)
@@ -23,14 +25,17 @@ train-all: eval-heuristic train-decision-tree train-random-forest train-xgboost 
 run-all-experiments: $(VENV_STAMP) ## All four experiments (no promotion), then the journey and README tables
 	$(UV_RUN) python -m research.experiments.run_all --jobs $(JOBS)
 
-promote: $(VENV_STAMP) ## Promote a run's candidate: MODEL=<type> [RUN=<run-id>, default newest] [FORCE=1]
-	@test -n "$(MODEL)" || { echo "usage: make promote MODEL=<type> [RUN=<run-id>] [FORCE=1]" >&2; exit 2; }
+promote: $(VENV_STAMP) ## Promote a run's candidate through the gate: MODEL=<type> [RUN=<run-id>] [MARGIN=0.01] [FORCE=1]
+	@test -n "$(MODEL)" || { echo "usage: make promote MODEL=<type> [RUN=<run-id>] [MARGIN=0.01] [FORCE=1]" >&2; exit 2; }
 	$(UV_RUN) python -m research.experiments.promotion promote --model $(MODEL) \
-		$(if $(RESEARCH_RUN_ID),--run $(RESEARCH_RUN_ID)) --jobs $(JOBS) $(RESEARCH_FORCE)
+		$(if $(RESEARCH_RUN_ID),--run $(RESEARCH_RUN_ID)) --jobs $(JOBS) $(RESEARCH_FORCE) $(RESEARCH_GATE)
 
-rollback: $(VENV_STAMP) ## Restore the production model a promotion replaced: MODEL=<type>
-	@test -n "$(MODEL)" || { echo "usage: make rollback MODEL=<type>" >&2; exit 2; }
-	$(UV_RUN) python -m research.experiments.promotion rollback --model $(MODEL)
+rollback: $(VENV_STAMP) ## Serve the newest model in registry/history/<type> again (a second rollback undoes it): MODEL=<type> [TO=<run-id>]
+	@test -n "$(MODEL)" || { echo "usage: make rollback MODEL=<type> [TO=<run-id or history entry>]" >&2; exit 2; }
+	$(UV_RUN) python -m research.experiments.promotion rollback --model $(MODEL) $(if $(TO),--to $(TO)) $(RESEARCH_GATE)
+
+reproduce-registry: $(VENV_STAMP) ## Retrain every fitted model of registry/prd from its recipe; fail unless the bytes match: [MODEL=<type>]
+	$(UV_RUN) python -m research.experiments.promotion reproduce $(if $(MODEL),--model $(MODEL))
 
 refresh-reference: $(VENV_STAMP) ## Record reference profile + golden predictions in registry/prd, no retraining: [MODEL=<type>]
 	$(UV_RUN) python -m research.experiments.promotion refresh-reference $(if $(MODEL),--model $(MODEL))

@@ -7,12 +7,13 @@ import sys
 import time
 from pathlib import Path
 
-from ml_production_service.configs import DEFAULT_REGISTRY_DIR, ModelType
+from ml_production_service.configs import ModelType
 from ml_production_service.predictors.base import ModelLoadError
 from research.experiments.common import MODELS_DIR, RESULTS_DIR, FamilyConfig
 from research.experiments.evaluation import Protocol
 from research.experiments.experiment import Run, run_experiment
-from research.experiments.promotion import PromotionError, promote_from_args
+from research.experiments.promotion import PromotionError, add_promotion_arguments, promote_from_args
+from research.experiments.results import headline, seed_spread_text
 from research.experiments.text import interval, mean_std, microseconds, milliseconds, pct, size
 
 
@@ -29,6 +30,10 @@ def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timing-budget", type=float, default=defaults.timing_budget_s, help="seconds per latency")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory probe (a subprocess)")
     parser.add_argument("--jobs", type=int, default=defaults.jobs, help="parallel fits (joblib)")
+    parser.add_argument(
+        "--spread-seeds", type=int, default=defaults.spread_seeds, help="other fold seeds to re-measure on"
+    )
+    parser.add_argument("--no-ablation", action="store_true", help="skip the drop-one feature ablation")
 
 
 def protocol_from(args: argparse.Namespace) -> Protocol:
@@ -42,30 +47,32 @@ def protocol_from(args: argparse.Namespace) -> Protocol:
         timing_budget_s=args.timing_budget,
         measure_memory=not args.no_memory,
         jobs=args.jobs,
+        spread_seeds=args.spread_seeds,
+        ablation=not args.no_ablation,
     )
 
 
 def summarise(run: Run) -> str:
     """A few lines for the console: the numbers that matter and where the rest is."""
-    m = run.metrics
-    loocv, repeated = m["loocv"], m["repeated_cv"]
+    m = run.record
+    loocv, repeated = m.loocv, m.repeated_cv
     lines = [
-        f"  LOOCV accuracy {pct(loocv['accuracy'])} {interval(loocv['accuracy_ci95'])}, "
-        f"macro F1 {loocv['macro_f1']:.3f}, "
-        f"misclassified rows {[w['row_id'] for w in loocv['misclassified']]}",
-        f"  {m['protocol']['repeats']}x{m['protocol']['folds']}-fold accuracy "
-        f"{mean_std(repeated['accuracy_mean'], repeated['accuracy_std'])} {interval(repeated['accuracy_ci95'])}",
+        f"  headline accuracy {headline(m).text()}; {seed_spread_text(m)}",
+        f"  LOOCV accuracy {pct(loocv.accuracy)} {interval(loocv.accuracy_ci95)}, macro F1 {loocv.macro_f1:.3f}, "
+        f"misclassified rows {[w.row_id for w in loocv.misclassified]}",
+        f"  {m.protocol.repeats}x{m.protocol.folds}-fold accuracy "
+        f"{mean_std(repeated.accuracy_mean, repeated.accuracy_std)} {interval(repeated.accuracy_ci95)}",
     ]
     # Out-of-bag and nested-CV figures are in the run's report.md (the last line says where).
-    for path, latency in m["serving"]["latency"].items():
+    for path, latency in m.serving.latency.items():
         lines.append(
-            f"  {path}: 1 row {microseconds(latency['single_row_us_median'])}, "
-            f"1000 rows {milliseconds(latency['batch_1000_ms_median'])}"
+            f"  {path}: 1 row {microseconds(latency.single_row_us_median)}, "
+            f"1000 rows {milliseconds(latency.batch_1000_ms_median)}"
         )
-    memory = m["serving"]["memory"]
-    files = ", ".join(f"{name} {size(b)}" for name, b in m["serving"]["artifact_bytes"].items())
-    lines.append(f"  files {files}; memory {size(memory['load_and_predict_bytes']) if memory else '—'}")
-    lines.append(f"  results {run.directory} ({m['elapsed_seconds']:.1f} s)")
+    memory = m.serving.memory
+    files = ", ".join(f"{name} {size(b)}" for name, b in m.serving.artifact_bytes.items())
+    lines.append(f"  files {files}; memory {size(memory.load_and_predict_bytes) if memory else '—'}")
+    lines.append(f"  results {run.directory} ({m.elapsed_seconds:.1f} s)")
     return "\n".join(lines)
 
 
@@ -74,9 +81,7 @@ def main(model_type: ModelType, description: str, argv: list[str] | None = None)
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", type=Path, default=None, help=f"default: research/configs/{model_type.value}.json")
     parser.add_argument("--promote", action="store_true", help="promote the candidate through the gate")
-    parser.add_argument("--force", action="store_true", help="with --promote: promote even if the gate refuses")
-    parser.add_argument("--registry-dir", type=Path, default=DEFAULT_REGISTRY_DIR)
-    parser.add_argument("--previous-dir", type=Path, default=None)
+    add_promotion_arguments(parser)
     add_protocol_arguments(parser)
     args = parser.parse_args(argv)
     started = time.perf_counter()

@@ -6,9 +6,9 @@ import hashlib
 import json
 import math
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from ml_production_service.configs import REPOSITORY_ROOT, ModelType
 from ml_production_service.features import FEATURE_NAMES, FloatArray, make_feature_transformer
 from ml_production_service.manifest import ModelManifest, Recipe, installed_library_versions
 from ml_production_service.predictors.heuristic import HeuristicPredictor, default_heuristic_manifest
+from research.experiments.contract import IRIS_CONTRACT, TARGET
 
 SEED = 42
 RESEARCH_DIR = REPOSITORY_ROOT / "research"
@@ -33,14 +34,23 @@ RESULTS_DIR = RESEARCH_DIR / "results"
 MODELS_DIR = RESEARCH_DIR / "models"
 CODE_PATHS = ("research/experiments", "research/configs", "ml_production_service")
 """The code an experiment's numbers depend on (its results folders are not code)."""
-EXTRA_LIBRARIES = ("scipy", "matplotlib", "tqdm", "skl2onnx", "onnxmltools", "onnx")
-"""Libraries recorded in metrics.json beyond the ones every manifest tracks."""
 
 
 def load_data() -> tuple[FloatArray, np.ndarray, list[str]]:
-    """Iris as shipped with scikit-learn: rows in ``FEATURE_NAMES`` order, integer targets, class labels."""
+    """Iris as shipped with scikit-learn, checked against its contract: rows in ``FEATURE_NAMES`` order, integer
+    targets, class labels (``contract.ContractError`` naming the column and rule if the data breaks it)."""
     iris = load_iris()
-    return np.asarray(iris.data, dtype=np.float64), np.asarray(iris.target), [str(n) for n in iris.target_names]
+    class_labels = [str(n) for n in iris.target_names]
+    table = {_column_name(name): iris.data[:, i] for i, name in enumerate(iris.feature_names)}
+    table[TARGET] = np.asarray(class_labels)[iris.target]
+    IRIS_CONTRACT.check(table)
+    features = np.column_stack([table[name] for name in FEATURE_NAMES])
+    return features, np.asarray(iris.target), class_labels
+
+
+def _column_name(iris_name: str) -> str:
+    """'sepal length (cm)' -> 'sepal_length', the name the service and the contract use."""
+    return iris_name.removesuffix(" (cm)").replace(" ", "_")
 
 
 @dataclass(frozen=True)
@@ -78,7 +88,7 @@ def make_pipeline(estimator: ClassifierMixin) -> Pipeline:
     return Pipeline([("features", make_feature_transformer()), ("model", estimator)])
 
 
-class HeuristicRules(ClassifierMixin, BaseEstimator):
+class HeuristicRules(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no types
     """The served heuristic as a scikit-learn estimator, to run it through the same protocol; ``fit`` learns nothing."""
 
     def fit(self, features: FloatArray, targets: np.ndarray) -> HeuristicRules:
@@ -104,6 +114,21 @@ ESTIMATORS: dict[str, type[Any]] = {
     "XGBClassifier": XGBClassifier,
 }
 """Recipe estimator name (as written in a manifest) -> the class that builds it."""
+
+
+class UnknownEstimatorError(ValueError):
+    """A recipe names an estimator this code cannot build."""
+
+
+def estimator_class(name: str) -> type[Any]:
+    """The class a recipe's estimator name builds; UnknownEstimatorError naming the known ones otherwise."""
+    try:
+        return ESTIMATORS[name]
+    except KeyError:
+        raise UnknownEstimatorError(
+            f"unknown estimator {name!r} in the recipe; known: {', '.join(sorted(ESTIMATORS))} "
+            "(a new kind needs its class in research.experiments.common.ESTIMATORS: CLAUDE.md, recipe: a predictor)"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -133,15 +158,10 @@ class FamilyConfig:
             inner_folds=int(search.get("inner_folds", 3)),
         )
 
-    @property
-    def fitted(self) -> bool:
-        """Whether this family learns from data (everything but the heuristic)."""
-        return self.model_type.is_fitted
-
     def build(self) -> Any:
         """The recipe as an unfitted model: the served Pipeline, or the heuristic rules."""
-        cls = ESTIMATORS[self.estimator]
-        if not self.fitted:
+        cls = estimator_class(self.estimator)
+        if not self.model_type.is_fitted:
             return cls()
         params = dict(self.hyperparameters)
         if self.seed is not None:
@@ -158,8 +178,8 @@ def recipe_hyperparameters(model: Any) -> dict[str, Any]:
 
 
 def model_from_recipe(recipe: Recipe) -> Any:
-    """Rebuild the unfitted model a manifest's recipe describes (KeyError for an unknown estimator)."""
-    cls = ESTIMATORS[recipe.estimator]
+    """Rebuild the unfitted model a manifest's recipe describes (UnknownEstimatorError for an unknown estimator)."""
+    cls = estimator_class(recipe.estimator)
     if cls is HeuristicRules:
         return HeuristicRules()
     defaults = cls().get_params()
@@ -171,6 +191,32 @@ def model_from_recipe(recipe: Recipe) -> Any:
             continue
         params[name] = value
     return make_pipeline(cls(**params))
+
+
+def fit_final(model: Any, features: FloatArray, targets: np.ndarray) -> Any:
+    """Fit ``model`` (in place) for saving: the same model always pickles to the same bytes.
+
+    scikit-learn keeps a tree's nodes in a structured array whose padding bytes ``fit`` leaves uninitialised, and
+    pickle writes them as they are, so one model's bytes depended on what the process had allocated before. Every
+    tree's nodes are copied field by field into zeroed memory. And pickle writes an object once and refers back to
+    it after: a string read from JSON is another object than the equal default an estimator shares with its
+    sub-estimators, so the bytes would differ (a forest's "gini" in every tree); string parameters are interned.
+    """
+    estimator = model[-1] if isinstance(model, Pipeline) else model
+    strings = {name: value for name, value in estimator.get_params(deep=False).items() if isinstance(value, str)}
+    estimator.set_params(**{name: sys.intern(value) for name, value in strings.items()})
+    model.fit(features, targets)
+    trees = [estimator] if hasattr(estimator, "tree_") else list(getattr(estimator, "estimators_", []))
+    for tree in trees:
+        if not hasattr(tree, "tree_"):
+            continue
+        state = tree.tree_.__getstate__()
+        nodes = state["nodes"]
+        clean = np.zeros(nodes.shape, dtype=nodes.dtype)
+        for name in nodes.dtype.names:
+            clean[name] = nodes[name]
+        tree.tree_.__setstate__({**state, "nodes": clean})
+    return model
 
 
 def build_manifest(
@@ -201,17 +247,6 @@ def build_manifest(
         metrics=metrics,
         created_at=created,
     )
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of python, every library a manifest tracks, and the research tools."""
-    versions = installed_library_versions()
-    for name in EXTRA_LIBRARIES:
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = "not-installed"
-    return versions
 
 
 def code_version() -> dict[str, Any]:

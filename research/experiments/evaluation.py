@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,10 @@ class Protocol:
     timing_budget_s: float = 0.5
     measure_memory: bool = True
     jobs: int = 1
+    spread_seeds: int = 5
+    """How many other fold seeds (``seed + 1`` ...) the headline is re-measured on, to show its spread."""
+    ablation: bool = True
+    """Run the drop-one feature ablation (``ablation.py``) on the same folds."""
 
     def comparable_key(self) -> dict[str, int]:
         """What must be equal for fold scores of two runs to be paired."""
@@ -221,15 +225,15 @@ def _nested_fold(model: Any, dataset: Dataset, split: Split, grid: dict[str, lis
 
 
 def nested_cv(
-    model: Any, dataset: Dataset, protocol: Protocol, config: FamilyConfig, outer: list[Split]
+    model: Any, dataset: Dataset, protocol: Protocol, config: FamilyConfig, outer: list[Split], unnested: bool = True
 ) -> dict[str, Any] | None:
     """Nested CV of "grid-search, then fit": an honest estimate of what tuning on this data is worth.
 
     The outer folds are the first partition of the repeated CV, so the tuned procedure is paired fold by fold
     with the fixed recipe. The non-nested best inner score (search on all rows) is what a report that forgot
-    to nest would quote.
+    to nest would quote (searched only with ``unnested``; None otherwise).
     """
-    if not protocol.nested or not config.search_grid or not config.fitted:
+    if not protocol.nested or not config.search_grid or not config.model_type.is_fitted:
         return None
     grid = {f"model__{k}": v for k, v in config.search_grid.items()}
     inner_folds = protocol.inner_folds or config.inner_folds
@@ -237,8 +241,10 @@ def nested_cv(
     tasks = (delayed(_nested_fold)(model, dataset, split, grid, inner) for split in outer)
     desc = f"nested CV ({len(outer)} outer x {inner_folds} inner)"
     folds = _progress(Parallel(n_jobs=protocol.jobs, return_as="generator")(tasks), len(outer), desc)
-    everything = GridSearchCV(clone(model), grid, cv=inner, scoring="accuracy", n_jobs=1, error_score="raise")
-    everything.fit(dataset.features, dataset.targets)
+    everything = None
+    if unnested:
+        everything = GridSearchCV(clone(model), grid, cv=inner, scoring="accuracy", n_jobs=1, error_score="raise")
+        everything.fit(dataset.features, dataset.targets)
     accuracy = [fold["accuracy"] for fold in folds]
     return {
         "grid": config.search_grid,
@@ -250,9 +256,34 @@ def nested_cv(
         "accuracy_ci95": list(corrected_interval(np.asarray(accuracy), split_ratio(outer))),
         "test_train_ratio": split_ratio(outer),
         "chosen_params": [fold["chosen"] for fold in folds],
-        "non_nested_best_score": float(everything.best_score_),
-        "non_nested_best_params": {k.removeprefix("model__"): v for k, v in everything.best_params_.items()},
+        "non_nested_best_score": None if everything is None else float(everything.best_score_),
+        "non_nested_best_params": None
+        if everything is None
+        else {k.removeprefix("model__"): v for k, v in everything.best_params_.items()},
     }
+
+
+def seed_spread(model: Any, dataset: Dataset, protocol: Protocol, config: FamilyConfig) -> dict[str, Any] | None:
+    """The headline estimate re-measured on ``spread_seeds`` other fold seeds: the nested-CV mean of a tuned recipe
+    (a grid and nested CV in the protocol), otherwise the repeated-CV mean.
+
+    One seed's figure is one draw of the folds: the spread over seeds says how much of a difference is the folds.
+    """
+    if protocol.spread_seeds < 1:
+        return None
+    seeds = [protocol.seed + i for i in range(1, protocol.spread_seeds + 1)]
+    tuned = bool(protocol.nested and config.search_grid and config.model_type.is_fitted)
+    accuracy = []
+    for seed in seeds:
+        other = replace(protocol, seed=seed)
+        splits = repeated_splits(dataset, other)
+        if tuned:
+            nested = nested_cv(model, dataset, other, config, splits[: other.folds], unnested=False)
+            assert nested is not None  # a tuned recipe always has nested CV
+            accuracy.append(nested["accuracy_mean"])
+        else:
+            accuracy.append(repeated_cv(model, dataset, other, splits)["accuracy_mean"])
+    return {"seeds": seeds, "estimate": "nested CV" if tuned else "repeated CV", "accuracy_mean": accuracy}
 
 
 def latency(predict_proba: Callable[[np.ndarray], Any], rows: np.ndarray, budget_s: float) -> dict[str, float]:
@@ -282,39 +313,6 @@ def latency(predict_proba: Callable[[np.ndarray], Any], rows: np.ndarray, budget
     }
 
 
-_MEMORY_PROBE = """
-import gc, json, sys
-from pathlib import Path
-import numpy as np, joblib, onnxruntime, sklearn.ensemble, sklearn.pipeline, sklearn.tree, xgboost  # noqa: F401
-from ml_production_service.configs import ModelType
-from ml_production_service.fast_path import OnnxModel
-from ml_production_service.predictors.heuristic import HeuristicPredictor
-from ml_production_service.registry import load_artifact, model_dir, read_manifest
-
-def rss():
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
-
-registry, model_type = Path(sys.argv[1]), ModelType(sys.argv[2])
-rows = np.resize(np.array([[5.1, 3.5, 1.4, 0.2], [6.3, 3.3, 6.0, 2.5]]), (1000, 4))
-gc.collect()
-readings = {"before": rss()}
-if not model_type.is_fitted:
-    models = [HeuristicPredictor(read_manifest(registry, model_type))]
-else:
-    pipeline, manifest = load_artifact(registry, model_type)
-    models = [pipeline]
-    readings["pipeline"] = rss()
-    if manifest.fast_path is not None:
-        models.append(OnnxModel((model_dir(registry, model_type) / manifest.fast_path.artifact).read_bytes()))
-readings["loaded"] = rss()
-for model in models:
-    model.predict_proba(rows)
-readings["after_predict"] = rss()
-print(json.dumps(readings))
-"""
-
-
 def memory(registry_dir: Path, model_type: str) -> dict[str, int] | None:
     """Resident memory a fresh process gains by loading the model (pipeline and fast path) and predicting 1000 rows.
 
@@ -323,7 +321,7 @@ def memory(registry_dir: Path, model_type: str) -> dict[str, int] | None:
     if not Path("/proc/self/status").exists():
         return None
     done = subprocess.run(  # noqa: S603 - our own interpreter and probe
-        [sys.executable, "-c", _MEMORY_PROBE, str(registry_dir), model_type],
+        [sys.executable, "-m", "research.experiments.memory_probe", str(registry_dir), model_type],
         cwd=REPOSITORY_ROOT,
         capture_output=True,
         text=True,

@@ -7,12 +7,11 @@ A run writes ``<results>/<run-id>/`` (metrics.json, report.md, PNG figures) and 
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +23,20 @@ from ml_production_service.features import FEATURE_NAMES
 from ml_production_service.predictors.heuristic import HeuristicPredictor
 from ml_production_service.reference import golden_predictions
 from ml_production_service.registry import load_artifact, load_fast_path, model_dir, read_manifest, save_model
-from research.experiments import evaluation, figures, monitoring
+from research.experiments import ablation, evaluation, figures, monitoring
 from research.experiments.common import (
     FamilyConfig,
     build_manifest,
     code_version,
-    library_versions,
+    fit_final,
     load_dataset,
     model_from_recipe,
     recipe_hyperparameters,
     relative,
 )
+from research.experiments.environment import library_versions, machine
 from research.experiments.evaluation import Protocol
+from research.experiments.results import ManifestMetrics, RunMetrics, read_metrics, write_metrics
 from research.experiments.run_report import render_report
 
 METRICS_FILE = "metrics.json"
@@ -45,11 +46,19 @@ FAMILY_ORDER = list(ModelType)
 
 @dataclass(frozen=True)
 class Run:
-    """A finished run: its id, its results folder and the contents of its metrics.json."""
+    """A finished run: its id, its results folder and the contents of its metrics.json.
+
+    ``metrics`` is the JSON as a dict (what the gate reads); ``record`` the same, validated and typed.
+    """
 
     run_id: str
     directory: Path
     metrics: dict[str, Any]
+
+    @cached_property
+    def record(self) -> RunMetrics:
+        """metrics.json as ``results.RunMetrics`` (ValidationError naming the field if it does not match)."""
+        return RunMetrics.model_validate(self.metrics)
 
     @property
     def model_type(self) -> ModelType:
@@ -66,9 +75,8 @@ def list_runs(results_dir: Path) -> list[Run]:
     """Every run under ``results_dir``, oldest first."""
     runs = []
     for path in sorted(results_dir.glob(f"*/{METRICS_FILE}")):
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-        if "run_id" in metrics:
-            runs.append(Run(metrics["run_id"], path.parent, metrics))
+        record = read_metrics(path)
+        runs.append(Run(record.run_id, path.parent, record.model_dump(mode="json")))
     return sorted(runs, key=lambda run: (run.metrics["created_at"], run.run_id))
 
 
@@ -124,13 +132,21 @@ def run_experiment(config: FamilyConfig, protocol: Protocol, results_dir: Path, 
         fold_probabilities = evaluation.repeated_cv_probabilities(model, dataset, protocol, splits)
         repeated = evaluation.repeated_cv(model, dataset, protocol, splits, fold_probabilities)
     with phases("oob"):
-        oob = evaluation.oob(model, dataset) if config.fitted else None
+        oob = evaluation.oob(model, dataset) if config.model_type.is_fitted else None
     with phases("nested_cv"):
         nested = evaluation.nested_cv(model, dataset, protocol, config, splits[: protocol.folds])
+    with phases("seed_spread"):
+        spread = evaluation.seed_spread(model, dataset, protocol, config)
+    with phases("ablation"):
+        ablated = (
+            ablation.ablate(model, dataset, protocol, splits, repeated["fold_accuracy"])
+            if protocol.ablation and config.model_type.is_fitted
+            else None
+        )
 
     # The promoted model is the validated recipe itself: same hyperparameters, every row, nothing held out.
     fit_started = time.perf_counter()
-    final = clone(model).fit(dataset.features, dataset.targets)
+    final = fit_final(clone(model), dataset.features, dataset.targets)
     fit_seconds = time.perf_counter() - fit_started
     training_accuracy = float(np.mean(final.predict(dataset.features) == dataset.targets))
     manifest_metrics = _manifest_metrics(run_id, protocol, loocv, repeated, oob, nested, training_accuracy)
@@ -155,7 +171,7 @@ def run_experiment(config: FamilyConfig, protocol: Protocol, results_dir: Path, 
     )
     candidates = models_dir / run_id
     with phases("save_candidate"):
-        saved = save_model(candidates, manifest, final if config.fitted else None)
+        saved = save_model(candidates, manifest, final if config.model_type.is_fitted else None)
     with phases("serving"):
         serving = _measure_serving(candidates, config.model_type, dataset.features, protocol)
     reproduces = bool(
@@ -182,7 +198,7 @@ def run_experiment(config: FamilyConfig, protocol: Protocol, results_dir: Path, 
         },
         "code": code_version(),
         "libraries": library_versions(),
-        "machine": _machine(),
+        "machine": machine(),
         "seed": config.seed,
         "config": {"estimator": config.estimator, "description": config.description},
         "parameters": recipe_hyperparameters(final),
@@ -193,6 +209,8 @@ def run_experiment(config: FamilyConfig, protocol: Protocol, results_dir: Path, 
         "repeated_cv": repeated,
         "oob": oob,
         "nested_cv": nested,
+        "seed_spread": spread,
+        "ablation": ablated,
         "training": {"accuracy_on_training_rows": training_accuracy, "fit_seconds": fit_seconds},
         "candidate": {
             "directory": relative(candidates / config.model_type.value),
@@ -208,8 +226,8 @@ def run_experiment(config: FamilyConfig, protocol: Protocol, results_dir: Path, 
         metrics["figures"] = _write_figures(run, final, results_dir)
     metrics["phase_seconds"] = phases.seconds
     metrics["elapsed_seconds"] = round(time.perf_counter() - started, 2)
-    (directory / METRICS_FILE).write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
-    (directory / REPORT_FILE).write_text(render_report(run), encoding="utf-8")
+    run = Run(run_id, directory, write_metrics(directory / METRICS_FILE, metrics))
+    (directory / REPORT_FILE).write_text(render_report(run.record), encoding="utf-8")
     return run
 
 
@@ -241,26 +259,24 @@ def _manifest_metrics(
     nested: dict[str, Any] | None,
     training_accuracy: float,
 ) -> dict[str, Any]:
-    """The validation numbers the served manifest carries (what /model shows, what the promotion gate reads)."""
-    metrics: dict[str, Any] = {
-        "run_id": run_id,
-        "loocv_accuracy": loocv["accuracy"],
-        "loocv_accuracy_ci95": loocv["accuracy_ci95"],
-        "loocv_macro_f1": loocv["macro_f1"],
-        "cv_accuracy_mean": repeated["accuracy_mean"],
-        "cv_accuracy_std": repeated["accuracy_std"],
-        "cv_accuracy_ci95": repeated["accuracy_ci95"],
-        "cv_protocol": f"repeated stratified {protocol.folds}-fold x {protocol.repeats}, seed {protocol.seed}",
-        "cv_folds": protocol.folds,
-        "cv_repeats": protocol.repeats,
-        "cv_seed": protocol.seed,
-    }
-    if oob is not None:
-        metrics["oob_accuracy"] = oob["accuracy"]
-    if nested is not None:
-        metrics["nested_cv_accuracy_mean"] = nested["accuracy_mean"]
-    metrics["training_accuracy"] = training_accuracy
-    return metrics
+    """The validation numbers the served manifest carries (what /model shows, what the model card reads)."""
+    return ManifestMetrics(
+        run_id=run_id,
+        loocv_accuracy=loocv["accuracy"],
+        loocv_accuracy_ci95=loocv["accuracy_ci95"],
+        loocv_macro_f1=loocv["macro_f1"],
+        cv_accuracy_mean=repeated["accuracy_mean"],
+        cv_accuracy_std=repeated["accuracy_std"],
+        cv_accuracy_ci95=repeated["accuracy_ci95"],
+        cv_protocol=f"repeated stratified {protocol.folds}-fold x {protocol.repeats}, seed {protocol.seed}",
+        cv_folds=protocol.folds,
+        cv_repeats=protocol.repeats,
+        cv_seed=protocol.seed,
+        oob_accuracy=None if oob is None else oob["accuracy"],
+        nested_cv_accuracy_mean=None if nested is None else nested["accuracy_mean"],
+        nested_cv_accuracy_ci95=None if nested is None else nested["accuracy_ci95"],
+        training_accuracy=training_accuracy,
+    ).model_dump(exclude_none=True)
 
 
 def _measure_serving(candidates: Path, model_type: ModelType, rows: np.ndarray, protocol: Protocol) -> dict[str, Any]:
@@ -283,17 +299,6 @@ def _measure_serving(candidates: Path, model_type: ModelType, rows: np.ndarray, 
         "artifact_bytes": {path.name: path.stat().st_size for path in sorted(folder.iterdir())},
         "memory": evaluation.memory(candidates, model_type.value) if protocol.measure_memory else None,
     }
-
-
-def _machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [
-            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
 
 
 def _write_figures(run: Run, final: Any, results_dir: Path) -> list[str]:
@@ -319,8 +324,13 @@ def _write_figures(run: Run, final: Any, results_dir: Path) -> list[str]:
             estimator, f"{name}: feature importances", directory / "feature_importances.png"
         )
         written += [importance] if importance is not None else []
-    scores = {t.value: r.metrics["repeated_cv"]["fold_accuracy"] for t, r in latest_runs(results_dir, like=run).items()}
-    key = metrics["protocol_key"]
-    title = f"{key['repeats']}x{key['folds']}-fold CV accuracy, same folds (latest run of each model)"
-    written.append(figures.cv_distributions(scores, title, directory / "cv_scores.png"))
+    written.append(cv_scores_figure(latest_runs(results_dir, like=run), directory / "cv_scores.png"))
     return [path.name for path in written]
+
+
+def cv_scores_figure(comparable: dict[ModelType, Run], path: Path) -> Path:
+    """The fold accuracies of runs scored on the same folds, side by side."""
+    key = next(iter(comparable.values())).metrics["protocol_key"]
+    scores = {t.value: r.metrics["repeated_cv"]["fold_accuracy"] for t, r in comparable.items()}
+    title = f"{key['repeats']}x{key['folds']}-fold CV accuracy, same folds (latest run of each model)"
+    return figures.cv_distributions(scores, title, path)

@@ -5,17 +5,23 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ml_production_service.configs import ModelType
+from ml_production_service.features import FEATURE_NAMES
+from research.experiments.comparison import Comparison
 from research.experiments.experiment import Run
+from research.experiments.results import (
+    AblationRecord,
+    AblationVariant,
+    NestedCvRecord,
+    RepeatedCvRecord,
+    headline,
+    seed_spread_text,
+)
 from research.experiments.stats import corrected_paired_test
 from research.experiments.text import comparison_cells, interval, mean_std, microseconds, p_value, pct, size, table
-
-if TYPE_CHECKING:
-    from research.experiments.report import Comparison
 
 STEPS = {
     ModelType.HEURISTIC: (
@@ -43,66 +49,78 @@ STEPS = {
 }
 
 
+def step(model_type: ModelType) -> tuple[str, str]:
+    """The journey's title and introduction of a model type; LookupError saying where to add a new one."""
+    try:
+        return STEPS[model_type]
+    except KeyError:
+        raise LookupError(
+            f"the journey has no step for model type {model_type.value!r}: add its title and introduction to "
+            "research.experiments.journey.STEPS (CLAUDE.md, recipe: a predictor)"
+        ) from None
+
+
 def _link(path: Path, base: Path) -> str:
     return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
 
 
-def _step(run: Run, served: dict[str, float], base: Path) -> list[str]:
-    m = run.metrics
-    loocv, repeated = m["loocv"], m["repeated_cv"]
-    title, intro = STEPS[run.model_type]
-    wrong = ", ".join(f"{w['row_id']} ({w['true']}→{w['predicted']})" for w in loocv["misclassified"]) or "none"
+def _step(run: Run, base: Path) -> list[str]:
+    m = run.record
+    loocv, repeated, protocol = m.loocv, m.repeated_cv, m.protocol
+    title, intro = step(run.model_type)
+    top = headline(m)
+    wrong = ", ".join(f"{w.row_id} ({w.true}→{w.predicted})" for w in loocv.misclassified) or "none"
     lines = [
         f"### {title} (`{run.model_type.value}`, run [{run.run_id}]({_link(run.directory / 'report.md', base)}))",
         "",
         intro,
         "",
-        f"- Leave-one-out: **{pct(loocv['accuracy'])}** ({loocv['correct']}/{loocv['rows']}; Wilson 95% "
-        f"{interval(loocv['accuracy_ci95'])}), macro F1 {loocv['macro_f1']:.3f}. Wrong rows: {wrong}.",
-        f"- {m['protocol']['repeats']}x{m['protocol']['folds']}-fold: "
-        f"**{mean_std(repeated['accuracy_mean'], repeated['accuracy_std'])}** (mean ± sd of "
-        f"{len(repeated['fold_accuracy'])} folds of {round(m['data']['rows'] / m['protocol']['folds'])} rows; "
-        f"corrected 95% interval of the mean {interval(repeated['accuracy_ci95'])}).",
+        f"- Leave-one-out: **{pct(loocv.accuracy)}** ({loocv.correct}/{loocv.rows}; Wilson 95% "
+        f"{interval(loocv.accuracy_ci95)}), macro F1 {loocv.macro_f1:.3f}. Wrong rows: {wrong}.",
+        f"- Headline: **{top.text()}**: {top.why}. Over other fold seeds: {seed_spread_text(m)}.",
+        f"- {protocol.repeats}x{protocol.folds}-fold: "
+        f"**{mean_std(repeated.accuracy_mean, repeated.accuracy_std)}** (mean ± sd of "
+        f"{len(repeated.fold_accuracy)} folds of {round(m.data.rows / protocol.folds)} rows; "
+        f"corrected 95% interval of the mean {interval(repeated.accuracy_ci95)}).",
     ]
-    if m["oob"]:
-        gap = m["oob"]["accuracy"] - loocv["accuracy"]
+    if m.oob:
+        gap = m.oob.accuracy - loocv.accuracy
         lines.append(
-            f"- Out-of-bag: {pct(m['oob']['accuracy'])}, {100 * abs(gap):.1f} points "
+            f"- Out-of-bag: {pct(m.oob.accuracy)}, {100 * abs(gap):.1f} points "
             f"{'above' if gap > 0 else 'below' if gap < 0 else 'equal to'} leave-one-out: "
             f"{'the same' if abs(gap) < 1e-12 else 'a different'} measurement of the same model, "
             "not a better or worse model."
         )
-    if m["nested_cv"]:
-        lines.append(_tuning_line(m))
+    if m.nested_cv:
+        lines.append(_tuning_line(m.nested_cv, repeated))
     elif not run.model_type.is_fitted:
         lines.append(
             "- No nested CV: nothing is searched inside a fold. An honest estimate would need the thresholds "
             "learned from the training rows of each fold, which the hand-set rules cannot do."
         )
-    files = ", ".join(f"{k} {size(v)}" for k, v in m["serving"]["artifact_bytes"].items())
+    files = ", ".join(f"{k} {size(v)}" for k, v in m.serving.artifact_bytes.items())
     lines.append(
-        f"- Serving cost, measured: one row {microseconds(served['single_row_us_median'])}, 1000 rows "
-        f"{served['batch_1000_ms_median']:.2f} ms; files {files}."
+        f"- Serving cost, measured: one row {microseconds(m.serving.served.single_row_us_median)}, 1000 rows "
+        f"{m.serving.served.batch_1000_ms_median:.2f} ms; files {files}."
     )
     return [*lines, ""]
 
 
-def _tuning_line(m: dict[str, Any]) -> str:
-    n, repeated = m["nested_cv"], m["repeated_cv"]
-    fixed = np.asarray(repeated["fold_accuracy"][: n["outer_folds"]])
-    test = corrected_paired_test(np.asarray(n["fold_accuracy"]), fixed, n["test_train_ratio"])
-    chosen = {str(sorted(c.items())) for c in n["chosen_params"]}
+def _tuning_line(n: NestedCvRecord, repeated: RepeatedCvRecord) -> str:
+    fixed = np.asarray(repeated.fold_accuracy[: n.outer_folds])
+    test = corrected_paired_test(np.asarray(n.fold_accuracy), fixed, n.test_train_ratio)
+    chosen = {str(sorted(c.items())) for c in n.chosen_params}
     verdict = (
         "within noise: searching the grid buys nothing measurable, so the fixed recipe stays"
         if test.within_noise
         else ("tuning helps beyond noise" if test.difference > 0 else "the fixed recipe is better beyond noise")
     )
-    search = f"{n['outer_folds']} outer x {n['inner_folds']} inner folds, grid {json.dumps(n['grid'])}"
+    search = f"{n.outer_folds} outer x {n.inner_folds} inner folds, grid {json.dumps(n.grid)}"
     paired = f"{100 * test.difference:+.1f} points, 95% {_points(test.interval)}, p {p_value(test.p_value)}"
-    unnested = f"{pct(n['non_nested_best_score'])} ({json.dumps(n['non_nested_best_params'])})"
+    unnested = f"{pct(n.non_nested_best_score)} ({json.dumps(n.non_nested_best_params)})"
     return (
-        f"- Tuning, honestly measured: nested CV ({search}) scores {pct(n['accuracy_mean'])} against the fixed "
-        f"recipe's {pct(float(fixed.mean()))} on the same {n['outer_folds']} outer folds: {paired}; {verdict}. "
+        f"- Tuning, honestly measured: nested CV ({search}) scores {pct(n.accuracy_mean)} against the fixed "
+        f"recipe's {pct(float(fixed.mean()))} on the same {n.outer_folds} outer folds: {paired}; {verdict}. "
         f"The outer folds chose {len(chosen)} different settings. Quoting the best inner score of a search on all "
         f"rows, as an unnested report would, claims {unnested}."
     )
@@ -112,16 +130,11 @@ def _points(bounds: tuple[float, float]) -> str:
     return f"[{100 * bounds[0]:+.1f}, {100 * bounds[1]:+.1f}] points"
 
 
-def _served(run: Run) -> dict[str, float]:
-    latency = run.metrics["serving"]["latency"]
-    return latency.get("fast_path") or latency.get("pipeline") or latency["rules"]
-
-
 def _conclusions(latest: dict[ModelType, Run], pairs: list[Comparison]) -> list[str]:
     fitted = {t: r for t, r in latest.items() if t.is_fitted}
     if not fitted:
         return ["- No fitted model has been run yet."]
-    score = {t: r.metrics["repeated_cv"]["accuracy_mean"] for t, r in fitted.items()}
+    score = {t: r.record.repeated_cv.accuracy_mean for t, r in fitted.items()}
     best = max(score, key=lambda t: score[t])
     tied = [best]
     for pair in pairs:
@@ -135,12 +148,9 @@ def _conclusions(latest: dict[ModelType, Run], pairs: list[Comparison]) -> list[
         if others
         else f"- `{best.value}` ({pct(score[best])}) is ahead of every other fitted model beyond noise.",
     ]
-    batch = {t: _served(fitted[t])["batch_1000_ms_median"] for t in tied}
-    single = [_served(fitted[t])["single_row_us_median"] for t in tied]
-    files = {
-        t: sum(v for k, v in fitted[t].metrics["serving"]["artifact_bytes"].items() if k != "manifest.json")
-        for t in tied
-    }
+    batch = {t: fitted[t].record.serving.served.batch_1000_ms_median for t in tied}
+    single = [fitted[t].record.serving.served.single_row_us_median for t in tied]
+    files = {t: sum(fitted[t].record.serving.model_bytes.values()) for t in tied}
     cheapest = min(tied, key=lambda t: (files[t], batch[t]))
     if len(tied) > 1:
         readable = (
@@ -159,7 +169,7 @@ def _conclusions(latest: dict[ModelType, Run], pairs: list[Comparison]) -> list[
         against = [p for p in pairs if ModelType.HEURISTIC in {p.a.model_type, p.b.model_type}]
         noise = all(p.folds.within_noise for p in against)
         lines.append(
-            f"- The heuristic scores {pct(heuristic.metrics['repeated_cv']['accuracy_mean'])}, in-sample; "
+            f"- The heuristic scores {pct(heuristic.record.repeated_cv.accuracy_mean)}, in-sample; "
             + (
                 "no fitted model differs from it beyond noise. The fitted models earn their place by being learned "
                 "from data (retrained by a command, validated out-of-sample), not by a measurable accuracy gain."
@@ -168,10 +178,9 @@ def _conclusions(latest: dict[ModelType, Run], pairs: list[Comparison]) -> list[
             )
         )
     halves = [
-        (r.metrics["repeated_cv"]["accuracy_ci95"][1] - r.metrics["repeated_cv"]["accuracy_ci95"][0]) / 2
-        for r in latest.values()
+        (r.record.repeated_cv.accuracy_ci95[1] - r.record.repeated_cv.accuracy_ci95[0]) / 2 for r in latest.values()
     ]
-    rows = next(iter(latest.values())).metrics["data"]["rows"]
+    rows = next(iter(latest.values())).record.data.rows
     lines += [
         "- Leave-one-out and repeated k-fold are two measurements of the same recipe; a gap between them is a "
         f"difference of measurement, not an improvement of the model. With {rows} rows one row is "
@@ -188,8 +197,8 @@ def render_journey(runs: list[Run], latest: dict[ModelType, Run], pairs: list[Co
     """The whole journey page; links are relative to ``base``, the folder the page is written to."""
     if not latest:
         return "# Experiments journey\n\nNo runs yet: `make run-all-experiments`.\n"
-    first = next(iter(latest.values())).metrics
-    protocol = first["protocol"]
+    first = next(iter(latest.values())).record
+    protocol = first.protocol
     lines = [
         "# Experiments journey",
         "",
@@ -201,10 +210,10 @@ def render_journey(runs: list[Run], latest: dict[ModelType, Run], pairs: list[Co
         "## The question and the protocol",
         "",
         "Which classifier should serve iris predictions, and how sure can we be that one is better than another? "
-        f"Every model sees the same {first['data']['rows']} rows (sha256 `{first['data']['sha256'][:16]}…`) and the "
+        f"Every model sees the same {first.data.rows} rows (sha256 `{first.data.sha256[:16]}…`) and the "
         f"same protocol: leave-one-out CV (one out-of-sample prediction per row, so models can be compared row by "
-        f"row with McNemar's test), repeated stratified {protocol['folds']}-fold x {protocol['repeats']} with seed "
-        f"{protocol['seed']} (the same {protocol['folds'] * protocol['repeats']} folds for every model, so differences "
+        f"row with McNemar's test), repeated stratified {protocol.folds}-fold x {protocol.repeats} with seed "
+        f"{protocol.seed} (the same {protocol.folds * protocol.repeats} folds for every model, so differences "
         "are paired fold by fold), out-of-bag where the model bags, and nested CV where a grid is searched. Intervals "
         "are 95%: Wilson for leave-one-out accuracy; for the fold means, the Nadeau-Bengio corrected resampled t "
         "interval, because overlapping training sets make fold scores correlated and a naive standard error too small.",
@@ -213,7 +222,7 @@ def render_journey(runs: list[Run], latest: dict[ModelType, Run], pairs: list[Co
         "",
     ]
     for run in latest.values():
-        lines += _step(run, _served(run), base)
+        lines += _step(run, base)
     lines += [
         "## Are the differences real?",
         "",
@@ -234,6 +243,7 @@ def render_journey(runs: list[Run], latest: dict[ModelType, Run], pairs: list[Co
         "",
         f"![Fold accuracies of every model]({_link(runs[0].directory.parent / 'summary' / 'cv_scores.png', base)})",
         "",
+        *_features(latest),
         "## The hard rows",
         "",
         *_hard_rows(latest),
@@ -254,8 +264,8 @@ def render_journey(runs: list[Run], latest: dict[ModelType, Run], pairs: list[Co
                     f"[{r.run_id}]({_link(r.directory / 'report.md', base)})",
                     r.model_type.value,
                     _short_params(r),
-                    pct(r.metrics["repeated_cv"]["accuracy_mean"]),
-                    pct(r.metrics["loocv"]["accuracy"]),
+                    pct(r.record.repeated_cv.accuracy_mean),
+                    pct(r.record.loocv.accuracy),
                     _code(r),
                 ]
                 for r in runs
@@ -267,7 +277,7 @@ def render_journey(runs: list[Run], latest: dict[ModelType, Run], pairs: list[Co
 
 
 def _hard_rows(latest: dict[ModelType, Run]) -> list[str]:
-    wrong = {t: {w["row_id"]: w for w in r.metrics["loocv"]["misclassified"]} for t, r in latest.items()}
+    wrong = {t: {w.row_id: w for w in r.record.loocv.misclassified} for t, r in latest.items()}
     fitted = [t for t in wrong if t.is_fitted]
     every_row = sorted(set().union(*wrong.values()))
     if not every_row:
@@ -275,9 +285,9 @@ def _hard_rows(latest: dict[ModelType, Run]) -> list[str]:
     rows = []
     for row_id in every_row:
         sample = next(w[row_id] for w in wrong.values() if row_id in w)
-        rows.append([row_id, sample["true"], *["✗" if row_id in wrong[t] else "" for t in wrong]])
+        rows.append([row_id, sample.true, *["✗" if row_id in wrong[t] else "" for t in wrong]])
     shared = sorted(set.intersection(*(set(wrong[t]) for t in fitted))) if fitted else []
-    confusions = {frozenset((w["true"], w["predicted"])) for model in wrong.values() for w in model.values()}
+    confusions = {frozenset((w.true, w.predicted)) for model in wrong.values() for w in model.values()}
     where = (
         f"Every error confuses {' and '.join(sorted(next(iter(confusions))))}. "
         if len(confusions) == 1
@@ -292,16 +302,94 @@ def _hard_rows(latest: dict[ModelType, Run]) -> list[str]:
 
 
 def _code(run: Run) -> str:
-    code = run.metrics["code"]
-    return f"`{(code['git_commit'] or 'unknown')[:8]}`{'+' if code['git_dirty'] else ''}"
+    code = run.record.code
+    return f"`{(code.git_commit or 'unknown')[:8]}`{'+' if code.git_dirty else ''}"
 
 
 def _short_params(run: Run) -> str:
     if not run.model_type.is_fitted:
         return "thresholds in code"
-    config = run.metrics["config"]
-    defaults_free = {k: v for k, v in run.metrics["parameters"].items() if k in _KEY_PARAMS}
-    return f"{config['estimator']} " + ", ".join(f"{k}={v}" for k, v in sorted(defaults_free.items()))
+    defaults_free = {k: v for k, v in run.record.parameters.items() if k in _KEY_PARAMS}
+    return f"{run.record.config.estimator} " + ", ".join(f"{k}={v}" for k, v in sorted(defaults_free.items()))
 
 
 _KEY_PARAMS = {"max_depth", "min_samples_leaf", "n_estimators", "learning_rate", "max_features", "criterion"}
+
+
+def _features(latest: dict[ModelType, Run]) -> list[str]:
+    """Which features earn their place: every ablation of every fitted model, and a recommendation per row."""
+    ablated = {t: a for t, r in latest.items() if (a := r.record.ablation) is not None}
+    if not ablated:
+        return []
+    names = [v.name for v in next(iter(ablated.values())).variants]
+    cost = next(iter(ablated.values())).cost
+    rows = []
+    for name in names:
+        found = {t: next(v for v in a.variants if v.name == name) for t, a in ablated.items()}
+        cells = [f"{100 * v.difference:+.1f} {interval(v.difference_ci95)}" for v in found.values()]
+        ns = cost.ns_per_row.get(name)
+        rows.append([f"`{name}`", *cells, "—" if ns is None else f"{ns:.2f} ns", _recommend(name, found)])
+    protocol = next(iter(latest.values())).record.protocol
+    return [
+        "## Which features earn their place",
+        "",
+        f"Drop-one ablation on the same {protocol.repeats}×{protocol.folds} folds as each model's full recipe: "
+        "accuracy without the feature minus accuracy with it, in points, with the corrected 95% interval (below "
+        "zero beyond noise means the model needs it). A raw column dropped alone leaves the features derived from "
+        "it in place; `+ derived` drops the measurement entirely. Cost: time per row to compute the column, on "
+        f"this machine (the whole transform: {cost.transform_ns_per_row:.1f} ns per row). The served feature set "
+        "is unchanged by this page: changing it retrains every model (see CLAUDE.md, recipe: a feature).",
+        "",
+        table(["dropped", *[f"`{t.value}`" for t in ablated], "cost per row", "recommendation"], rows),
+        "",
+        *_feature_summary(ablated),
+        "",
+    ]
+
+
+def _feature_summary(ablated: dict[ModelType, AblationRecord]) -> list[str]:
+    """Which columns earn their place, how many intervals could exclude zero by chance, and what to do next."""
+    variants = [v for a in ablated.values() for v in a.variants]
+    needed = sorted({v.name for v in variants if v.kind == "feature" and v.difference_ci95[1] < 0})
+    harmful = sorted({v.name for v in variants if v.kind == "feature" and v.difference_ci95[0] > 0})
+    engineered = [v for v in variants if v.kind == "engineered"]
+    engineering_helps = any(v.difference_ci95[1] < 0 for v in engineered)
+    lines = [
+        "- Earn their place (some model loses accuracy without the column beyond noise): "
+        + (", ".join(f"`{n}`" for n in needed) or "no single column")
+        + "; better dropped (some model gains beyond noise): "
+        + (", ".join(f"`{n}`" for n in harmful) or "none")
+        + f". These are {len(variants)} intervals at 95%: about {0.05 * len(variants):.0f} would exclude zero by "
+        "chance alone, so one such interval near zero is weak evidence.",
+        "- Engineering as a whole: "
+        + (
+            "the four raw measurements alone lose accuracy beyond noise for "
+            + ", ".join(
+                f"`{t.value}`"
+                for t, a in ablated.items()
+                for v in a.variants
+                if v.kind == "engineered" and v.difference_ci95[1] < 0
+            )
+            + ", so the engineered features earn their place there."
+            if engineering_helps
+            else "every model scores within noise of its full recipe on the four raw measurements alone. "
+            "Recommendation: keep the served feature set (changing it retrains and re-promotes every model for no "
+            "measured gain), and when the models are next retrained for another reason, try the raw-only recipe as "
+            "the candidate and let the gate decide."
+        ),
+    ]
+    return lines
+
+
+def _recommend(name: str, found: dict[ModelType, AblationVariant]) -> str:
+    """keep when some model needs it, drop when every model is better without it, otherwise what justifies it."""
+    needs = [t.value for t, v in found.items() if v.difference_ci95[1] < 0]
+    if needs:
+        return "keep: without it, " + ", ".join(f"`{n}`" for n in needs) + " loses accuracy beyond noise"
+    if all(v.difference_ci95[0] > 0 for v in found.values()):
+        return "drop: every model is better without it beyond noise"
+    if name in FEATURE_NAMES or name.endswith("+ derived"):
+        return "justify: no model needs it measurably; it is a measurement every request carries"
+    if name == "every engineered feature":
+        return "justify: the four raw measurements alone are as accurate within noise; engineering is unproven here"
+    return "justify or drop: within noise for every model; a candidate to remove at the next retrain"

@@ -78,7 +78,7 @@ def cross_validated_top_probabilities(model: Any, dataset: Dataset, seed: int, f
     """The top-class probability of each row, predicted by ``model`` refitted on the other folds."""
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     probabilities = cross_val_predict(model, dataset.features, dataset.targets, cv=splitter, method="predict_proba")
-    return np.asarray(probabilities, dtype=np.float64).max(axis=1)
+    return np.asarray(np.asarray(probabilities, dtype=np.float64).max(axis=1))
 
 
 def refresh_reference(registry_dir: Path, model_type: ModelType, dataset: Dataset | None = None) -> str:

@@ -8,22 +8,20 @@ and the README between its ``model-table`` and ``research`` markers (nothing els
 from __future__ import annotations
 
 import argparse
-import itertools
-import re
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from ml_production_service.configs import DEFAULT_REGISTRY_DIR, REPOSITORY_ROOT, ModelType
-from ml_production_service.predictors.base import ManifestError
-from ml_production_service.registry import read_manifest
-from research.experiments import figures
-from research.experiments.common import RESEARCH_DIR, RESULTS_DIR, load_dataset, relative
-from research.experiments.experiment import REPORT_FILE, Run, latest_runs, list_runs
+from research.experiments.common import RESEARCH_DIR, RESULTS_DIR, relative
+from research.experiments.comparison import Comparison, comparisons
+from research.experiments.evaluation import Protocol
+from research.experiments.experiment import REPORT_FILE, Run, cv_scores_figure, latest_runs, list_runs
+from research.experiments.gate import gate_summary
+from research.experiments.journey import render_journey
+from research.experiments.model_card import render_data_card, write_cards
+from research.experiments.promotion import served_by_registry
+from research.experiments.results import MemoryRecord, headline, seed_spread_text
 from research.experiments.run_report import render_report
-from research.experiments.stats import McNemar, PairedTest, corrected_paired_test, mcnemar
 from research.experiments.text import (
     comparison_cells,
     console_table,
@@ -34,83 +32,38 @@ from research.experiments.text import (
     pct,
     size,
     table,
+    update_readme,
 )
 
 README = REPOSITORY_ROOT / "README.md"
 JOURNEY = RESEARCH_DIR / "EXPERIMENTS_JOURNEY.md"
+DATA_CARD_PATH = RESEARCH_DIR / "DATA_CARD.md"
 SUMMARY_DIR_NAME = "summary"
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """Model ``a`` against model ``b`` on the same folds (repeated CV) and the same rows (LOOCV)."""
-
-    a: Run
-    b: Run
-    folds: PairedTest
-    rows: McNemar
-
-    @property
-    def verdict(self) -> str:
-        """Within noise, or which one is better at 95%."""
-        if self.folds.within_noise:
-            return "within noise"
-        better = self.a if self.folds.difference > 0 else self.b
-        return f"{better.model_type.value} better"
-
-
-def compare_pair(a: Run, b: Run) -> Comparison | None:
-    """Paired tests of two runs, or None when they were not scored on the same rows and folds."""
-    if a.comparable_key != b.comparable_key:
-        return None
-    targets = load_dataset(a.metrics["protocol"]["every"]).targets
-    ra, rb = a.metrics["repeated_cv"], b.metrics["repeated_cv"]
-    folds = corrected_paired_test(
-        np.asarray(ra["fold_accuracy"]), np.asarray(rb["fold_accuracy"]), ra["test_train_ratio"]
-    )
-    rows = mcnemar(
-        np.asarray(a.metrics["loocv"]["predicted"]) == targets, np.asarray(b.metrics["loocv"]["predicted"]) == targets
-    )
-    return Comparison(a, b, folds, rows)
-
-
-def comparisons(latest: dict[ModelType, Run]) -> list[Comparison]:
-    """Every comparable pair of the latest runs."""
-    pairs = (compare_pair(a, b) for a, b in itertools.combinations(latest.values(), 2))
-    return [pair for pair in pairs if pair is not None]
-
-
-def served_latency(run: Run) -> dict[str, float]:
-    """Latency of the path the service uses by default: the fast path when there is one."""
-    latency = run.metrics["serving"]["latency"]
-    return latency.get("fast_path") or latency.get("pipeline") or latency["rules"]
-
-
 def _serving(run: Run, registry_dir: Path) -> str:
-    try:
-        manifest = read_manifest(registry_dir, run.model_type)
-    except ManifestError:
+    """Whether registry/prd serves this run's model: the same bytes (``promotion.served_by_registry``), so a rerun
+    that rebuilds identical bytes still says yes."""
+    if not served_by_registry(run, registry_dir):
         return "no"
-    return "yes" if manifest.metrics.get("run_id") == run.run_id else "no"
+    return "yes" if run.model_type.is_fitted else "yes (rules in code)"
 
 
-def _latency_cell(run: Run, key: str, unit: Any) -> str:
-    latency = run.metrics["serving"]["latency"]
-    if "rules" in latency:
-        return unit(latency["rules"][key])
-    cells = [unit(latency[path][key]) for path in ("fast_path", "pipeline") if path in latency]
-    return " / ".join(cells)
+def _latency_cell(run: Run, key: str, unit: Callable[[float], str]) -> str:
+    latency = run.record.serving.latency
+    paths = ["rules"] if "rules" in latency else [path for path in ("fast_path", "pipeline") if path in latency]
+    return " / ".join(unit(getattr(latency[path], key)) for path in paths)
 
 
-def _memory_cell(memory: dict[str, int] | None) -> str:
+def _memory_cell(memory: MemoryRecord | None) -> str:
     if not memory:
         return "—"
-    total, pipeline = memory["load_and_predict_bytes"], memory["pipeline_bytes"]
-    return size(total) if pipeline == memory["load_bytes"] else f"{size(total)} (joblib {size(pipeline)})"
+    total, pipeline = memory.load_and_predict_bytes, memory.pipeline_bytes
+    return size(total) if pipeline == memory.load_bytes else f"{size(total)} (joblib {size(pipeline)})"
 
 
 def _files_cell(run: Run) -> str:
-    files = {k: v for k, v in run.metrics["serving"]["artifact_bytes"].items() if k != "manifest.json"}
+    files = run.record.serving.model_bytes
     return " + ".join(size(v) for v in files.values()) if files else "none (rules in code)"
 
 
@@ -118,16 +71,17 @@ def model_table(latest: dict[ModelType, Run], registry_dir: Path) -> str:
     """The README's model table: accuracy with intervals, latency, memory, size, and whether it serves."""
     rows = []
     for model_type, run in latest.items():
-        m = run.metrics
-        memory = m["serving"]["memory"]
+        m = run.record
         rows.append(
             [
                 f"`{model_type.value}`",
-                f"{pct(m['repeated_cv']['accuracy_mean'])} {interval(m['repeated_cv']['accuracy_ci95'])}",
-                f"{pct(m['loocv']['accuracy'])} {interval(m['loocv']['accuracy_ci95'])}",
+                headline(m).text(),
+                seed_spread_text(m),
+                f"{pct(m.repeated_cv.accuracy_mean)} {interval(m.repeated_cv.accuracy_ci95)}",
+                f"{pct(m.loocv.accuracy)} {interval(m.loocv.accuracy_ci95)}",
                 _latency_cell(run, "single_row_us_median", microseconds),
                 _latency_cell(run, "batch_1000_ms_median", milliseconds),
-                _memory_cell(memory),
+                _memory_cell(m.serving.memory),
                 _files_cell(run),
                 f"[{run.run_id}]({relative(run.directory / 'report.md')})",
                 _serving(run, registry_dir),
@@ -135,7 +89,9 @@ def model_table(latest: dict[ModelType, Run], registry_dir: Path) -> str:
         )
     header = [
         "model",
-        "10×10 CV accuracy [95% CI]",
+        "headline accuracy [95% CI]",
+        "headline over other fold seeds",
+        "10×10 CV, fixed recipe [95% CI]",
         "LOOCV accuracy [95% CI]",
         "1 row (ONNX / joblib)",
         "1000 rows (ONNX / joblib)",
@@ -144,17 +100,20 @@ def model_table(latest: dict[ModelType, Run], registry_dir: Path) -> str:
         "run",
         "in registry/prd",
     ]
-    key = next(iter(latest.values())).metrics if latest else None
+    key = next(iter(latest.values())).record if latest else None
     note = (
         ""
         if key is None
         else (
             f"\n\nGenerated by `make research-report` from the latest run of each model in `research/results/`. "
-            f"Accuracy: repeated stratified {key['protocol']['folds']}-fold x {key['protocol']['repeats']} "
-            f"(seed {key['protocol']['seed']}; the same folds for every model), mean with the Nadeau-Bengio corrected "
+            "Headline: a tuned recipe's nested-CV estimate (a grid was searched on these same rows, so the fixed "
+            "recipe's k-fold figure can carry selection bias), otherwise the k-fold mean; the next column is the "
+            "same estimate re-measured on other fold seeds, i.e. how much the choice of folds alone moves it. "
+            f"Accuracy: repeated stratified {key.protocol.folds}-fold x {key.protocol.repeats} "
+            f"(seed {key.protocol.seed}; the same folds for every model), mean with the Nadeau-Bengio corrected "
             "95% interval; leave-one-out with the Wilson 95% interval. The heuristic's thresholds were read off these "
             "same rows, so its numbers are in-sample. Latency: median of one `predict_proba` call on this machine "
-            f"({key['machine']['cpu']}, {key['machine']['cores']} cores), on the ONNX fast path the service uses "
+            f"({key.machine.cpu}, {key.machine.cores} cores), on the ONNX fast path the service uses "
             "by default and on the joblib pipeline. Memory: resident growth of a fresh process that loads the "
             "model (both paths; the ONNX Runtime session is most of it) and predicts 1000 rows. Comparisons, "
             "noise and conclusions: [research/EXPERIMENTS_JOURNEY.md](research/EXPERIMENTS_JOURNEY.md)."
@@ -176,17 +135,20 @@ _COMMANDS = table(
         ],
         [
             "`make promote MODEL=<type> [RUN=<run-id>] [FORCE=1]`",
-            "promote a run's candidate (default: the newest run of the model) unless its 10×10 accuracy is below "
-            "production's on the same protocol",
+            "promote a run's candidate (default: the newest run of the model) through the gate: non-inferior to "
+            "production (paired test, margin 1 point), accuracy and per-class recall floors, not shown worse than the "
+            "heuristic; `FORCE=1` overrides and is recorded",
         ],
         [
             "`make rollback MODEL=<type>`",
-            "swap `registry/prd/<type>` with the model it replaced (kept whole in `registry/previous/<type>`)",
+            "serve the newest model in `registry/history/<type>/` again (`TO=<run-id>` picks another); the model it "
+            "replaces becomes the newest entry, so a second rollback undoes the first",
         ],
         ["`make compare`", "the latest run of every model side by side, with paired tests"],
         [
             "`make research-report`",
-            "regenerate `research/EXPERIMENTS_JOURNEY.md`, `research/results/summary/` and these README tables",
+            "regenerate `research/EXPERIMENTS_JOURNEY.md`, `research/results/summary/`, the model cards "
+            "(`registry/prd/<type>/MODEL_CARD.md`), `research/DATA_CARD.md` and these README tables",
         ],
     ],
 )
@@ -199,7 +161,11 @@ def research_section(latest: dict[ModelType, Run]) -> str:
 (`python -m research.experiments.<family>`) on one shared evaluation module, with its recipe in
 `research/configs/<family>.json`: leave-one-out CV (confusion matrix, per-class precision and recall,
 misclassified row ids), repeated stratified 10-fold x 10 on the same folds for every model, OOB for the
-random forest, nested CV over a small grid, and latency, memory and artifact size measured on this machine.
+random forest, nested CV over a small grid (the headline of a tuned recipe), the same estimates on
+{Protocol().spread_seeds} other fold seeds, a drop-one ablation of every raw and engineered feature on the same
+folds with each feature's compute cost, and latency, memory and artifact size measured on this machine. The data
+is checked against its contract (`research/experiments/contract.py`, described in `research/DATA_CARD.md`)
+before anything is fitted.
 A run writes `research/results/<run-id>/` (`metrics.json` with the data sha256, git commit, package and
 library versions, seed and parameters; `report.md`; PNG figures) and its candidate to
 `research/models/<run-id>/<type>/`: the validated recipe fitted on all rows, no early stopping.
@@ -212,24 +178,6 @@ Latest runs: {runs}. The story, with which differences are within noise:
 ![Fold accuracies of every model](research/results/summary/cv_scores.png)"""
 
 
-def replace_between_markers(text: str, name: str, content: str) -> str:
-    """``text`` with everything between ``<!-- name:start -->`` and ``<!-- name:end -->`` replaced."""
-    pattern = re.compile(rf"(<!-- {re.escape(name)}:start -->)\n?.*?(<!-- {re.escape(name)}:end -->)", re.DOTALL)
-    if not pattern.search(text):
-        raise ValueError(f"markers <!-- {name}:start --> / <!-- {name}:end --> not found")
-    return pattern.sub(lambda match: f"{match.group(1)}\n{content}\n{match.group(2)}", text, count=1)
-
-
-def update_readme(readme: Path, sections: dict[str, str]) -> None:
-    """Rewrite only the marked sections of ``readme`` (one quick read-modify-write)."""
-    text = readme.read_text(encoding="utf-8")
-    updated = text
-    for name, content in sections.items():
-        updated = replace_between_markers(updated, name, content)
-    if updated != text:
-        readme.write_text(updated, encoding="utf-8")
-
-
 def compare_text(results_dir: Path, registry_dir: Path) -> str:
     """The console comparison: one line per model, then the paired tests."""
     latest = latest_runs(results_dir)
@@ -237,22 +185,21 @@ def compare_text(results_dir: Path, registry_dir: Path) -> str:
         return f"no runs in {results_dir}: make run-all-experiments"
     rows = []
     for model_type, run in latest.items():
-        m = run.metrics
-        served = served_latency(run)
-        memory = m["serving"]["memory"]
+        m = run.record
+        served, memory = m.serving.served, m.serving.memory
         rows.append(
             [
                 model_type.value,
                 run.run_id.removeprefix(f"{model_type.value}-"),
-                f"{pct(m['loocv']['accuracy'])} {interval(m['loocv']['accuracy_ci95'])}",
-                f"{mean_std(m['repeated_cv']['accuracy_mean'], m['repeated_cv']['accuracy_std'])} "
-                f"{interval(m['repeated_cv']['accuracy_ci95'])}",
-                pct(m["oob"]["accuracy"]) if m["oob"] else "—",
-                pct(m["nested_cv"]["accuracy_mean"]) if m["nested_cv"] else "—",
-                f"{m['loocv']['macro_f1']:.3f}",
-                microseconds(served["single_row_us_median"]),
-                milliseconds(served["batch_1000_ms_median"]),
-                size(memory["load_and_predict_bytes"]) if memory else "—",
+                f"{pct(m.loocv.accuracy)} {interval(m.loocv.accuracy_ci95)}",
+                f"{mean_std(m.repeated_cv.accuracy_mean, m.repeated_cv.accuracy_std)} "
+                f"{interval(m.repeated_cv.accuracy_ci95)}",
+                pct(m.oob.accuracy) if m.oob else "—",
+                pct(m.nested_cv.accuracy_mean) if m.nested_cv else "—",
+                f"{m.loocv.macro_f1:.3f}",
+                microseconds(served.single_row_us_median),
+                milliseconds(served.batch_1000_ms_median),
+                size(memory.load_and_predict_bytes) if memory else "—",
                 _files_cell(run),
                 _serving(run, registry_dir),
             ]
@@ -280,26 +227,27 @@ def write_all(
     registry_dir: Path = DEFAULT_REGISTRY_DIR,
     readme: Path | None = README,
     journey: Path = JOURNEY,
+    data_card: Path | None = None,
 ) -> list[Path]:
-    """Regenerate every run's report.md, the journey, the summary figure and (with ``readme``) the README sections."""
-    from research.experiments.journey import render_journey
-
+    """Regenerate every run's report.md, the journey, the summary figure, the model card of every model in
+    ``registry_dir``, and (with ``readme`` and ``data_card``) the README sections and the data card."""
     latest = latest_runs(results_dir)
     written = []
     for run in list_runs(results_dir):  # each run's report.md is rendered from its metrics.json, so it never drifts
-        (run.directory / REPORT_FILE).write_text(render_report(run), encoding="utf-8")
+        (run.directory / REPORT_FILE).write_text(render_report(run.record, gate_summary(run)), encoding="utf-8")
     if latest:
         summary = results_dir / SUMMARY_DIR_NAME
         summary.mkdir(parents=True, exist_ok=True)
         comparable = latest_runs(results_dir, like=list(latest.values())[-1])
-        key = next(iter(comparable.values())).metrics["protocol_key"]
-        scores = {t.value: r.metrics["repeated_cv"]["fold_accuracy"] for t, r in comparable.items()}
-        title = f"{key['repeats']}x{key['folds']}-fold CV accuracy, same folds (latest run of each model)"
-        written.append(figures.cv_distributions(scores, title, summary / "cv_scores.png"))
+        written.append(cv_scores_figure(comparable, summary / "cv_scores.png"))
     journey.write_text(
         render_journey(list_runs(results_dir), latest, comparisons(latest), journey.parent), encoding="utf-8"
     )
     written.append(journey)
+    written += write_cards(registry_dir, results_dir)
+    if data_card is not None:
+        data_card.write_text(render_data_card(), encoding="utf-8")
+        written.append(data_card)
     if readme is not None:
         update_readme(readme, {"model-table": model_table(latest, registry_dir), "research": research_section(latest)})
         written.append(readme)
@@ -314,11 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--registry-dir", type=Path, default=DEFAULT_REGISTRY_DIR)
     parser.add_argument("--readme", type=Path, default=README)
     parser.add_argument("--journey", type=Path, default=JOURNEY)
+    parser.add_argument("--data-card", type=Path, default=DATA_CARD_PATH)
     args = parser.parse_args(argv)
     if args.action == "compare":
         print(compare_text(args.results_dir, args.registry_dir))
         return 0
-    for path in write_all(args.results_dir, args.registry_dir, args.readme, args.journey):
+    for path in write_all(args.results_dir, args.registry_dir, args.readme, args.journey, args.data_card):
         print(f"wrote {relative(path)}")
     return 0
 

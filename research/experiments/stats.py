@@ -71,6 +71,29 @@ def corrected_paired_test(
     return PairedTest(mean, (mean - half, mean + half), p_value, len(differences))
 
 
+def one_sided_bounds(
+    a: np.ndarray, b: np.ndarray, test_train_ratio: float, confidence: float = CONFIDENCE
+) -> PairedTest:
+    """``corrected_paired_test`` whose interval ends are each a one-sided ``confidence`` bound on ``a - b``.
+
+    That is the two-sided interval at ``2 * confidence - 1``: the lower end is what a non-inferiority test reads
+    (the candidate is at worst this much below), the upper end what a "shown worse" test reads.
+    """
+    return corrected_paired_test(a, b, test_train_ratio, 2 * confidence - 1)
+
+
+def non_inferiority_p(a: np.ndarray, b: np.ndarray, test_train_ratio: float, margin: float) -> float:
+    """One-sided p-value of "``a`` is worse than ``b`` by ``margin`` or more" (corrected t over the same folds).
+
+    Small means the data reject that ``a`` is ``margin`` worse: ``a`` is non-inferior at that margin.
+    """
+    differences = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    mean, error, dof = _corrected_t(differences, test_train_ratio)
+    if error == 0.0:
+        return 0.0 if mean > -margin else 1.0
+    return float(stats.t.sf((mean + margin) / error, dof))
+
+
 @dataclass(frozen=True)
 class McNemar:
     """Exact McNemar test on per-row predictions: rows only ``a`` got right, only ``b`` got right, p-value."""

@@ -1,8 +1,11 @@
-"""How numbers are written in reports, tables and the console, so every page says them the same way."""
+"""How numbers are written in reports, tables and the console, so every page says them the same way; and how a
+README's marked sections are rewritten (research and benchmarks both write README sections)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -66,7 +69,7 @@ def console_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def comparison_cells(pair: Any, name: str, bounds: str) -> list[str]:
-    """One row of a paired-comparison table (``pair``: ``report.Comparison``): its name, the fold difference with
+    """One row of a paired-comparison table (``pair``: ``comparison.Comparison``): its name, the fold difference with
     ``bounds`` (its corrected interval, written by the caller), both p-values, the LOOCV disagreements, the verdict."""
     return [
         name,
@@ -76,3 +79,21 @@ def comparison_cells(pair: Any, name: str, bounds: str) -> list[str]:
         p_value(pair.rows.p_value),
         pair.verdict,
     ]
+
+
+def replace_between_markers(text: str, name: str, content: str) -> str:
+    """``text`` with everything between ``<!-- name:start -->`` and ``<!-- name:end -->`` replaced."""
+    pattern = re.compile(rf"(<!-- {re.escape(name)}:start -->)\n?.*?(<!-- {re.escape(name)}:end -->)", re.DOTALL)
+    if not pattern.search(text):
+        raise ValueError(f"markers <!-- {name}:start --> / <!-- {name}:end --> not found")
+    return pattern.sub(lambda match: f"{match.group(1)}\n{content}\n{match.group(2)}", text, count=1)
+
+
+def update_readme(readme: Path, sections: dict[str, str]) -> None:
+    """Rewrite only the marked sections of ``readme`` (one quick read-modify-write)."""
+    text = readme.read_text(encoding="utf-8")
+    updated = text
+    for name, content in sections.items():
+        updated = replace_between_markers(updated, name, content)
+    if updated != text:
+        readme.write_text(updated, encoding="utf-8")
