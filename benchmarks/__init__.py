@@ -7,8 +7,10 @@ ones into the README's performance section. The modules, in the order a run uses
 - ``machine``: what the numbers were measured on (CPU, kernel, library versions, registry artifacts).
 - ``inprocess``: in-process latency of every predictor, without HTTP.
 - ``asgi``: in-process latency of ``/predict`` through the whole app, variants in turns: with and without the guard.
-- ``servers``: how each server under load is started (the ceiling, the tutorial baseline, ours).
-- ``guard``: the run's API key and keys file, the guarded server (``ours-guard``), and the guard's HTTP A/B.
+- ``servers``: how each server under load is started (the ceiling, the bare FastAPI route, the tutorial baseline,
+  ours).
+- ``guard``: the run's API key and keys file, the guarded servers (``ours-guard`` of the guard's HTTP A/B, and
+  ``ours-enabled``: keys, limits and the payload log), and the guard's HTTP A/B.
 - ``peers``: MLServer as a peer: its venv, its model repository for our artifacts, how it is started.
 - ``processes``: start a server process, wait until it is ready, read its memory, stop it.
 - ``client``: one HTTP request on a fresh connection (readiness polls, answer checks, probes).
@@ -22,7 +24,7 @@ ones into the README's performance section. The modules, in the order a run uses
 - ``ratios``, ``targets``, ``tables``, ``report``, ``figures``: results.json's ratios, the targets (issue 4's, the
   guard's and monitoring's), Markdown tables, results.md and the PNG figures.
 - ``readme``: the README's performance section.
-- ``apps``: the reference servers (the ceiling and the tutorial baseline).
+- ``apps``: the reference servers (the ceiling, the bare FastAPI route and the tutorial baseline).
 """
 
 from pathlib import Path

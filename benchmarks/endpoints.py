@@ -83,6 +83,11 @@ def ceiling_endpoints() -> list[Endpoint]:
     return [Endpoint("constant", "/predict", single_json(), 1, lambda _: True)]
 
 
+def bare_endpoints() -> list[Endpoint]:
+    """The bare FastAPI route: the /predict body, read and answered with a constant."""
+    return [Endpoint("/predict", "/predict", single_json(), 1, _has("prediction"))]
+
+
 def baseline_endpoints() -> list[Endpoint]:
     """The tutorial app's one route."""
     return [Endpoint("/predict", "/predict", single_json(), 1, _has("prediction"))]

@@ -1,6 +1,6 @@
 """The guard's cost over HTTP: API keys and memory rate limits against the default, servers up side by side.
 
-The ``ours-guard`` row of the HTTP table is loaded like every server, minutes after ``ours``; on a shared machine
+The ``ours-enabled`` row of the HTTP table is loaded like every server, minutes after ``ours``; on a shared machine
 that is too far apart to see 10 µs in 250. Here the default server, the same with shedding off and the guarded
 one run at the same time, and one wrk run at concurrency 8 goes to each in turn, round after round. One worker
 saturated by a closed loop serves one request at a time, so 1/throughput is the server's time per request, and
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import secrets
 import statistics
-from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 from benchmarks import load
 from benchmarks.endpoints import Endpoint, ours_predict_endpoint
-from benchmarks.processes import RunningServer, running
+from benchmarks.processes import RunningServer, running_together
 from benchmarks.servers import ServerSpec, ours_spec
 from ml_production_service.guard import key_digest
 
@@ -69,6 +68,19 @@ def ours_guard_spec(model: str, key: BenchKey) -> ServerSpec:
     return replace(spec, settings={**spec.settings, "MPS_API_KEYS_FILE": f"(one key, id {key.key_id})"})
 
 
+PAYLOAD_SAMPLE = "1"
+"""The enabled row's payload log samples every row: its upper bound."""
+
+
+def ours_enabled_spec(model: str, key: BenchKey) -> ServerSpec:
+    """Our server with every per-request option on (``ours-enabled``): keys and memory rate limits, and the payload
+    log of every row into a file next to the keys file (monitoring is on by default); no path recorded."""
+    payload = {"MPS_PAYLOAD_LOG_SAMPLE": PAYLOAD_SAMPLE, "MPS_PAYLOAD_LOG_PATH": str(key.path.parent / "payload.jsonl")}
+    spec = ours_spec(model, "ours-enabled", **guard_settings(key), **payload)
+    recorded = {"MPS_API_KEYS_FILE": f"(one key, id {key.key_id})", "MPS_PAYLOAD_LOG_PATH": "(a file)"}
+    return replace(spec, settings={**spec.settings, **recorded})
+
+
 def guard_endpoint(key: BenchKey) -> Endpoint:
     """``/predict`` with the key in ``X-API-Key`` (wrk sends it on every request)."""
     return ours_predict_endpoint(key.headers)
@@ -106,12 +118,10 @@ def measure(model: str, key: BenchKey, rounds: int, duration_s: int, warmup_s: i
     endpoint = guard_endpoint(key)
     names = [name for name, _ in http_variants(model, key)]
     per_round: dict[str, list[dict[str, float]]] = {name: [] for name in names}
-    with ExitStack() as stack:
-        servers: list[tuple[str, RunningServer]] = []
-        for name, build in http_variants(model, key):
-            server = stack.enter_context(running(build(), log_dir))
+    with running_together([build() for _, build in http_variants(model, key)], log_dir) as started:
+        servers: list[tuple[str, RunningServer]] = list(zip(names, started, strict=True))
+        for _, server in servers:
             endpoint.check(server.spec.name, server.spec.url)
-            servers.append((name, server))
         request = load.Request(endpoint.path, endpoint.body, endpoint.headers)
         for _, server in servers:
             if warmup_s:

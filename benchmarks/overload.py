@@ -50,9 +50,9 @@ class OverloadCase:
         return ours_spec(self.model, "ours", MPS_MAX_IN_FLIGHT=str(self.max_in_flight))
 
 
-def cases(models: list[str]) -> list[OverloadCase]:
-    """Every model with shedding on, then off."""
-    return [OverloadCase(model, limit) for model in models for limit in SHEDDING]
+def cases(models: list[str], shedding: tuple[int, ...] = SHEDDING) -> list[OverloadCase]:
+    """Every model with each of ``shedding`` (on, then off)."""
+    return [OverloadCase(model, limit) for model in models for limit in shedding]
 
 
 class HealthProbe(threading.Thread):

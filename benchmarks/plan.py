@@ -9,11 +9,21 @@ from pathlib import Path
 
 from benchmarks import peers
 from benchmarks.asgi import TurnBudget
-from benchmarks.endpoints import ROW, Endpoint, baseline_endpoints, ceiling_endpoints, ours_endpoints, v2_endpoint
-from benchmarks.guard import BenchKey, guard_endpoint, ours_guard_spec
+from benchmarks.endpoints import (
+    ROW,
+    Endpoint,
+    bare_endpoints,
+    baseline_endpoints,
+    ceiling_endpoints,
+    ours_endpoints,
+    ours_predict_endpoint,
+    v2_endpoint,
+)
+from benchmarks.guard import BenchKey, guard_endpoint, ours_enabled_spec
 from benchmarks.inprocess import Budget
 from benchmarks.monitoring import MonitoringBudget, ScrapeBudget
-from benchmarks.servers import ServerSpec, baseline_spec, ceiling_spec, ours_spec
+from benchmarks.overload import SHEDDING
+from benchmarks.servers import ServerSpec, bare_spec, baseline_spec, ceiling_spec, ours_spec
 from ml_production_service.configs import ModelType
 
 FITTED = [ModelType.DECISION_TREE, ModelType.RANDOM_FOREST, ModelType.XGBOOST]
@@ -41,6 +51,8 @@ class Mode:
     overload_concurrency: int
     overload_duration_s: int
     """Each overload case: the reference run (concurrency 8) and the overload run last this long."""
+    overload_shedding: tuple[int, ...]
+    """The ``MPS_MAX_IN_FLIGHT`` values each overloaded model is run with (``0``: shedding off)."""
     monitoring: MonitoringBudget
     """Monitoring in-process: ``observe_one``/``observe_many`` alone, and ``/predict`` through the app."""
     scrape: ScrapeBudget
@@ -60,6 +72,7 @@ FULL = Mode(
     guard_duration_s=2,
     overload_concurrency=512,
     overload_duration_s=8,
+    overload_shedding=SHEDDING,
     monitoring=MonitoringBudget(
         blocks=200, block_rows=1000, batches=300, app=TurnBudget(rounds=40, calls=250, warmup=200)
     ),
@@ -70,7 +83,7 @@ QUICK = replace(
     name="quick",
     duration_s=1,
     warmup_s=0,
-    concurrency=(1, 8),
+    concurrency=(8,),
     batch_rows=10,
     single=Budget(calls=50, seconds=0.5, floor=10, warmup=5),
     batch=Budget(calls=5, seconds=0.5, floor=2, warmup=1),
@@ -78,6 +91,7 @@ QUICK = replace(
     guard_rounds=1,
     guard_duration_s=1,
     overload_duration_s=1,
+    overload_shedding=SHEDDING[:1],  # shedding on: its 200s and 503s both show the harness works
     monitoring=MonitoringBudget(blocks=3, block_rows=100, batches=3, app=TurnBudget(rounds=2, calls=10, warmup=5)),
     scrape=ScrapeBudget(singles=10, batches=1, batch_rows=100, warmup=1, scrapes=5),
 )
@@ -104,21 +118,30 @@ def overload_models(models: list[ModelType]) -> list[ModelType]:
     return [m for m in models if m in OVERLOADED] or models[:1]
 
 
+MULTI_WORKERS = "2"
+"""The workers of ``ours-2w``, against one worker of ``ours`` (metrics in multiprocess mode)."""
+
+
 def bench_plan(mode: Mode, models: list[ModelType], registry_dir: Path, key: BenchKey | None) -> list[Step]:
-    """make bench: the ceiling, then the baseline and ours for every model; ``ours-guard`` (keys and memory rate
-    limits, wrk sending ``key``; none without a key) right after ours of the guard's model, on ``/predict``."""
-    plan = [Step(ceiling_spec, ceiling_endpoints())]
+    """make bench: the ceiling, the bare FastAPI route, then the baseline and ours for every model; right after
+    ours of the guard's model, ``ours-2w`` (two workers) and ``ours-enabled`` (keys and memory rate limits, wrk
+    sending ``key``, and the payload log; none without a key) on ``/predict``."""
+    plan = [Step(ceiling_spec, ceiling_endpoints()), Step(bare_spec, bare_endpoints())]
     plan += [Step(partial(baseline_spec, m.value, registry_dir), baseline_endpoints()) for m in models]
     for model in models:
         plan.append(Step(partial(ours_spec, model.value), ours_endpoints(model.value, mode.batch_rows)))
-        if key is not None and model == guard_model(models):
-            plan.append(Step(partial(ours_guard_spec, model.value, key), [guard_endpoint(key)]))
+        if model == guard_model(models):
+            two = partial(ours_spec, model.value, "ours-2w", MPS_WORKERS=MULTI_WORKERS)
+            plan.append(Step(two, [ours_predict_endpoint()]))
+            if key is not None:
+                plan.append(Step(partial(ours_enabled_spec, model.value, key), [guard_endpoint(key)]))
     return plan
 
 
 def peers_plan(mode: Mode, models: list[ModelType], registry_dir: Path, work: Path, venv: Path) -> list[Step]:
-    """make bench-peers: the ceiling; per fitted model the baseline, our V2 (fast and joblib) and MLServer's."""
-    plan = [Step(ceiling_spec, ceiling_endpoints())]
+    """make bench-peers: the ceiling and the bare route; per fitted model the baseline, our V2 (fast and joblib) and
+    MLServer's."""
+    plan = [Step(ceiling_spec, ceiling_endpoints()), Step(bare_spec, bare_endpoints())]
     variants = [0, 1] if mode.name == "full" else [1]
     for model in (m for m in models if m in FITTED):
         name = model.value

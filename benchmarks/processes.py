@@ -63,6 +63,8 @@ class RunningServer:
     process: subprocess.Popen[bytes]
     log_path: Path
     start_to_ready_s: float = 0.0
+    started: float = 0.0
+    """When its process started (``time.monotonic``)."""
 
     def memory(self) -> dict[str, float]:
         """Its resident memory now (see ``memory_mb``)."""
@@ -108,12 +110,10 @@ def stop(process: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-@contextmanager
-def running(spec: ServerSpec, log_dir: Path, timeout_s: float = 120.0) -> Iterator[RunningServer]:
-    """Start ``spec`` in a new process group, wait for ready, and always stop it."""
+def _start(spec: ServerSpec, log_dir: Path) -> RunningServer:
+    """Start ``spec`` in a new process group, its output into a log file; not yet ready."""
     log_path = log_dir / f"{spec.name}-{spec.model or 'none'}-{spec.port}.log"
     with log_path.open("wb") as log:
-        started = time.monotonic()
         process = subprocess.Popen(  # noqa: S603
             spec.command,
             cwd=spec.cwd,
@@ -123,9 +123,28 @@ def running(spec: ServerSpec, log_dir: Path, timeout_s: float = 120.0) -> Iterat
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    server = RunningServer(spec, process, log_path)
-    try:
-        _wait_ready(server, started, timeout_s)
+    return RunningServer(spec, process, log_path)
+
+
+@contextmanager
+def running(spec: ServerSpec, log_dir: Path, timeout_s: float = 120.0) -> Iterator[RunningServer]:
+    """Start ``spec`` in a new process group, wait for ready, and always stop it."""
+    with running_together([spec], log_dir, timeout_s) as (server,):
         yield server
+
+
+@contextmanager
+def running_together(specs: list[ServerSpec], log_dir: Path, timeout_s: float = 120.0) -> Iterator[list[RunningServer]]:
+    """Start every spec at once (their start-ups overlap: side-by-side servers are ready sooner than one after the
+    other), wait until each is ready, and always stop them all."""
+    servers: list[RunningServer] = []
+    try:
+        for spec in specs:
+            servers.append(_start(spec, log_dir))
+            servers[-1].started = time.monotonic()
+        for server in servers:
+            _wait_ready(server, server.started, timeout_s)
+        yield servers
     finally:
-        stop(process)
+        for server in servers:
+            stop(server.process)

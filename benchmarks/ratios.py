@@ -1,4 +1,5 @@
-"""Every HTTP row's and server's ratios to the ceiling and to the same model's baseline, added to results.json."""
+"""Every HTTP row's and server's ratios to the ceiling and to the same model's baseline, added to results.json; in
+runs that measured them, every HTTP row's ratios to the bare FastAPI route and the two-worker rows' to one worker."""
 
 from __future__ import annotations
 
@@ -22,14 +23,28 @@ def _compare(row: dict[str, Any], reference: dict[str, Any] | None) -> dict[str,
     return ratios
 
 
+BARE = "bare"
+"""The bare FastAPI route's server name: the framework's ceiling."""
+MULTI_WORKER = "ours-2w"
+"""Our server with two workers, compared with ``ours`` (one worker) on the same model, route and concurrency."""
+
+
 def add_ratios(results: dict[str, Any]) -> None:
-    """Give every HTTP row and every server its ratios to the ceiling and to the same model's baseline."""
+    """Give every HTTP row and every server its ratios to the ceiling and to the same model's baseline; every HTTP
+    row its ratios to the bare route (``vs_bare``) and the two-worker rows to one worker (``vs_one_worker``), when
+    the run measured them (runs before the bare route have no such key)."""
     http = results.get("http", [])
     ceiling = {r["concurrency"]: r for r in http if r["server"] == "ceiling"}
     baseline = {(r["model"], r["concurrency"]): r for r in http if r["server"] == "baseline"}
+    bare = {r["concurrency"]: r for r in http if r["server"] == BARE}
+    one_worker = {(r["model"], r["endpoint"], r["concurrency"]): r for r in http if r["server"] == "ours"}
     for row in http:
         row["vs_ceiling"] = _compare(row, ceiling.get(row["concurrency"]))
         row["vs_baseline"] = _compare(row, baseline.get((row["model"], row["concurrency"])))
+        if bare:
+            row["vs_bare"] = _compare(row, bare.get(row["concurrency"]))
+        if row["server"] == MULTI_WORKER:
+            row["vs_one_worker"] = _compare(row, one_worker.get((row["model"], row["endpoint"], row["concurrency"])))
     servers = results.get("servers", [])
     ceiling_server = next((s for s in servers if s["server"] == "ceiling"), None)
     baseline_servers = {s["model"]: s for s in servers if s["server"] == "baseline"}

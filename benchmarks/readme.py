@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks import REPOSITORY, RESULTS_DIR
+from benchmarks import REPOSITORY, RESULTS_DIR, startup
 from benchmarks.ratios import ratio
 from benchmarks.tables import (
     REFERENCE_CONCURRENCY,
@@ -68,6 +68,7 @@ def readme_section(bench: dict[str, Any] | None, peers: dict[str, Any] | None, f
         lines += [_source("In-process and `/predict`", bench, folders["bench"]), "", *_readme_bench_rows(bench), ""]
         lines += _readme_guard_lines(bench)
         lines += _readme_monitoring_lines(bench)
+        lines += startup.readme_lines(bench)
     if peers is not None:
         mlserver = f"MLServer venv: {versions_line(peers['versions_mlserver'])}"
         lines += [_source("Against MLServer", peers, folders["peers"], mlserver), "", *_readme_peer_rows(peers)]
@@ -75,7 +76,7 @@ def readme_section(bench: dict[str, Any] | None, peers: dict[str, Any] | None, f
         lines += [f"- {probe}" for probe in _probe_summary(peers)]
         lines += [f"- {note}" for note in peers.get("peer_notes", [])]
         lines.append("")
-    lines += ["**Targets** (issue 4):", "", *targets_table(bench, peers), ""]
+    lines += ["**Targets** (issues 4 and 14):", "", *targets_table(bench, peers), ""]
     return "\n".join(lines)
 
 
@@ -104,33 +105,41 @@ def _readme_bench_rows(bench: dict[str, Any]) -> list[str]:
         measured = find_http(bench, server, model, endpoint, c)
         if measured is None:
             return None
+        v2 = find_http(bench, server, model, "v2 infer", c)
         return [
             label,
             p50(model, paths[0]),
             p50(model, paths[1]),
             num(measured["rows_per_s"]),
             times(get(measured, "vs_ceiling", "throughput")),
+            times(get(measured, "vs_bare", "throughput")),
             times(get(measured, "vs_baseline", "throughput")),
             ms(get(find_http(bench, server, model, endpoint, tail), "latency_ms", "p99")),
             num(get(find_http(bench, server, model, "/predict/batch", c), "rows_per_s")),
-            num(get(find_http(bench, server, model, "v2 infer", c), "rows_per_s")),
+            num(get(v2, "rows_per_s")),
+            times(get(v2, "vs_bare", "throughput")),
             num(get(servers.get((server, model)), "rss_mb")),
         ]
 
     rows = [row("ceiling (raw ASGI)", "ceiling", None, "constant", (None, None))]
+    rows.append(row("bare FastAPI route", "bare", None, "/predict", (None, None)))
     for model in bench["settings"]["models"]:
         rows.append(row(f"baseline {model}", "baseline", model, "/predict", ("baseline", None)))
         rows.append(row(f"**ours {model}**", "ours", model, "/predict", (served_path(model), "original")))
+        rows.append(row(f"ours {model}, 2 workers", "ours-2w", model, "/predict", (None, None)))
+        rows.append(row(f"ours {model}, keys + limits + payload log", "ours-enabled", model, "/predict", (None, None)))
     header = [
         "server, model",
         "1 row p50 µs",
         "original µs",
         f"/predict req/s c={c}",
         "×ceiling",
+        "×bare",
         "×baseline",
         f"p99 ms c={tail}",
         f"batch rows/s c={c}",
         f"V2 req/s c={c}",
+        "V2 ×bare",
         "RSS MB",
     ]
     return table(header, (r for r in rows if r is not None))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from benchmarks import startup
 from benchmarks.ratios import ratio
 from benchmarks.tables import (
     Column,
@@ -69,6 +70,18 @@ INPROCESS_COLUMNS += _inprocess("single", "1 row", 1) + _inprocess("batch", "1,0
 HTTP_COLUMNS: list[Column] = [SERVER, MODEL, ENDPOINT, CONCURRENCY, ("rows/s", _num("rows_per_s"))]
 HTTP_COLUMNS += [*_versus("throughput"), P50_MS, P99_MS, ("p99.9 ms", _ms("latency_ms", "p99.9"))]
 HTTP_COLUMNS += [*_versus("p99", "p99 "), ERRORS]
+BARE_COLUMNS: list[Column] = [("×bare", _times("vs_bare", "throughput")), ("p99 ×bare", _times("vs_bare", "p99"))]
+BARE_COLUMNS += [("×1 worker", _times("vs_one_worker", "throughput"))]
+"""Runs with the bare FastAPI route: every row against it, and two workers against one."""
+
+
+def http_columns(results: dict[str, Any]) -> list[Column]:
+    """The HTTP table's columns: with the bare route's ratios when the run measured it (older runs did not)."""
+    if not _measured_bare(results):
+        return HTTP_COLUMNS
+    return HTTP_COLUMNS[:7] + BARE_COLUMNS[:1] + HTTP_COLUMNS[7:] + BARE_COLUMNS[1:]
+
+
 SERVER_COLUMNS: list[Column] = [SERVER, MODEL, ("start→ready s", lambda s: f"{s['start_to_ready_s']:.2f}")]
 SERVER_COLUMNS += [*_versus("start_to_ready_s"), ("RSS MB (after load)", _num("rss_mb")), *_versus("rss_mb")]
 SERVER_COLUMNS += [("RSS MB all processes", _num("rss_tree_mb")), ("processes", _text("processes"))]
@@ -124,7 +137,25 @@ NOTES = [
     "(`pipeline.predict`, labels only).",
     "V2 bodies ask for `predict_proba` only: MLServer's sklearn runtime calls the model once per requested output.",
 ]
-"""How to read the tables (the end of every results.md)."""
+"""How to read the tables (the end of every results.md of a run before the bare route)."""
+BARE_NOTES = [
+    NOTES[0],
+    "ceiling: a raw ASGI app returning a constant JSON; bare: a FastAPI route that reads the body and returns a "
+    "constant `Response` (benchmarks/apps/bare.py, the framework's own ceiling; ×bare divides by it, in runs that "
+    "measured it); baseline: a tutorial FastAPI + joblib app (benchmarks/apps/baseline.py: pydantic body, "
+    "`async def` route calling `pipeline.predict`, returns the label only). All run on uvicorn with 1 worker, uvloop "
+    "and httptools like ours; ours logs one JSON line per request at INFO, the others no access line (the baseline "
+    "had uvicorn's access line in runs before the bare route).",
+    "ours-2w: ours with two workers (metrics in multiprocess mode), ×1 worker dividing by ours with one; "
+    "ours-enabled: API keys and memory rate limits (wrk sends the key), the payload log of every row, monitoring "
+    "as by default (runs before it had ours-guard: keys and limits only).",
+    *NOTES[2:],
+]
+"""How to read the tables of a run with the bare route (``bare``, ``ours-2w`` and ``ours-enabled``)."""
+
+
+def _measured_bare(results: dict[str, Any]) -> bool:
+    return any(row["server"] == "bare" for row in results.get("http", []))
 
 
 GUARD_ASGI_COLUMNS: list[Column] = [
@@ -384,7 +415,7 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     if results.get("inprocess"):
         lines += ["## In-process latency", "", *inprocess_table(results), ""]
-    lines += ["## HTTP throughput and latency", "", *column_table(HTTP_COLUMNS, results.get("http", [])), ""]
+    lines += ["## HTTP throughput and latency", "", *column_table(http_columns(results), results.get("http", [])), ""]
     lines += [
         "## Servers: start to ready, resident memory",
         "",
@@ -397,6 +428,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += overload_section(results["overload"])
     if results.get("monitoring"):
         lines += monitoring_section(results["monitoring"])
+    if results.get("startup"):
+        lines += startup.section(results["startup"])
     if kind == "peers":
         lines += ["## Ours against MLServer (V2 infer, one row)", "", *peers_table(results), ""]
         lines += ["## What the peer answers", "", *column_table(CAPABILITY_COLUMNS, results.get("capabilities", []))]
@@ -408,5 +441,5 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["## Failures", ""]
         lines += [f"- {f['server']} {f['model'] or ''}: {f['error'][:500]}" for f in results["failures"]]
         lines.append("")
-    lines += ["## Notes", ""] + [f"- {note}" for note in NOTES]
+    lines += ["## Notes", ""] + [f"- {note}" for note in (BARE_NOTES if _measured_bare(results) else NOTES)]
     return "\n".join(lines) + "\n"

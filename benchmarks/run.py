@@ -31,6 +31,7 @@ from benchmarks import (
     overload,
     peers,
     report,
+    startup,
 )
 from benchmarks.collector import ResultCollector, say
 from benchmarks.endpoints import ROW
@@ -57,6 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-guard", action="store_true", help="without the guard's rows (in-process and HTTP)")
     parser.add_argument("--skip-overload", action="store_true", help="without the overload runs")
     parser.add_argument("--skip-monitoring", action="store_true", help="without monitoring's cost and the scrape")
+    parser.add_argument("--skip-startup", action="store_true", help="without start-up and memory per process")
     parser.add_argument("--command", default=os.environ.get("BENCH_COMMAND"), help="the command recorded")
     return parser.parse_args(argv)
 
@@ -158,9 +160,9 @@ def measure_guard_http(
 def measure_overload(collector: ResultCollector, mode: Mode, models: list[ModelType], work: Path) -> dict[str, Any]:
     """Every overload case, one after the other (a failed one is recorded and skipped)."""
     c = mode.overload_concurrency
-    say(f"overload: one worker, wrk c={c}, MPS_MAX_IN_FLIGHT {' and '.join(map(str, overload.SHEDDING))}")
+    say(f"overload: one worker, wrk c={c}, MPS_MAX_IN_FLIGHT {' and '.join(map(str, mode.overload_shedding))}")
     rows = []
-    for case in overload.cases([m.value for m in models]):
+    for case in overload.cases([m.value for m in models], mode.overload_shedding):
         try:
             row = overload.measure(case, c, mode.overload_duration_s, mode.warmup_s, work)
         except (ServerError, load.LoadError, OSError, ValueError) as error:
@@ -247,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
             if not args.skip_monitoring:
                 monitored = measure_monitoring(models, mode, args.registry_dir)
         collector, extra = measure_http(args, mode, models, work, key)
+        if not args.peers and not args.skip_startup:
+            say("start-up and memory per process: the baseline, ours with 1 and 2 workers (RSS/PSS MB)")
+            results["startup"] = startup.measure(models, args.registry_dir, work, say)
     results.update(
         servers=collector.servers,
         http=collector.http,

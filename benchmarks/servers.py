@@ -1,4 +1,4 @@
-"""The servers under load and how each starts on 127.0.0.1: the ceiling, the tutorial baseline and ours.
+"""The servers under load and how each starts on 127.0.0.1: the ceiling, the bare route, the tutorial baseline, ours.
 
 MLServer's spec is in ``benchmarks.peers``; ``benchmarks.processes`` runs any spec.
 """
@@ -30,7 +30,7 @@ class ServerSpec:
     """How to start one server: its command and environment, and the GET path that answers 200 once it is ready."""
 
     name: str
-    """Which server: ceiling, baseline, ours, mlserver, ..."""
+    """Which server: ceiling, bare, baseline, ours, mlserver, ..."""
     model: str | None
     command: list[str]
     port: int
@@ -56,11 +56,20 @@ def ceiling_spec() -> ServerSpec:
     return ServerSpec("ceiling", None, [*_uvicorn("benchmarks.apps.ceiling:app", port), "--no-access-log"], port, "/")
 
 
+def bare_spec() -> ServerSpec:
+    """The framework's ceiling: a bare FastAPI route reading the body and returning a constant ``Response``, on
+    uvicorn like ours, without an access log (what FastAPI and Starlette cost, nothing of ours)."""
+    port = free_port()
+    command = [*_uvicorn("benchmarks.apps.bare:app", port), "--no-access-log"]
+    return ServerSpec("bare", None, command, port, "/openapi.json")
+
+
 def baseline_spec(model: str, registry_dir: Path) -> ServerSpec:
-    """The tutorial FastAPI + joblib app for ``model``, on uvicorn like ours (its default access log on)."""
+    """The tutorial FastAPI + joblib app for ``model``, on uvicorn like ours, without its access log."""
     port = free_port()
     env = {"BENCH_MODEL_TYPE": model, "BENCH_REGISTRY_DIR": str(registry_dir)}
-    return ServerSpec("baseline", model, _uvicorn("benchmarks.apps.baseline:app", port), port, "/openapi.json", env)
+    command = [*_uvicorn("benchmarks.apps.baseline:app", port), "--no-access-log"]
+    return ServerSpec("baseline", model, command, port, "/openapi.json", env)
 
 
 def ours_spec(model: str, name: str = "ours", **settings: str) -> ServerSpec:

@@ -1,5 +1,5 @@
-"""The targets (issue 4's, the guard's, monitoring's): what a run measured against each goal, and whether it was met
-(or by how much it was missed)."""
+"""The targets (issue 4's, issue 14's, the guard's, monitoring's): what a run measured against each goal, and
+whether it was met (or by how much it was missed)."""
 
 from __future__ import annotations
 
@@ -62,6 +62,7 @@ def targets(bench: dict[str, Any] | None, peers: dict[str, Any] | None) -> list[
                 add("random_forest: /predict c=8 ×baseline", get(row, "vs_baseline", "throughput"), 10, "×", True)
             tail = find_http(bench, "ours", model, "/predict", TAIL_CONCURRENCY)
             add(f"{model}: /predict p99 at c=64", get(tail, "latency_ms", "p99"), 10, "ms", False)
+        _request_path_targets(bench, add)
         _guard_targets(bench.get("guard"), add)
         _monitoring_targets(bench.get("monitoring"), add)
     if peers is not None:
@@ -73,6 +74,33 @@ def targets(bench: dict[str, Any] | None, peers: dict[str, Any] | None) -> list[
             factor = ratio(get(ours, "rows_per_s"), get(theirs, "rows_per_s"))
             add(f"{model}: V2 infer c=8 ×MLServer (its best variant)", factor, 5, "×", True)
     return rows
+
+
+BARE_SHARE = {"heuristic": 0.7}
+"""Issue 14: /predict's throughput as a share of the bare FastAPI route's; 0.6 for every fitted model (and V2)."""
+FITTED_BARE_SHARE = 0.6
+TAIL_BARE_MULTIPLE = 1.5
+"""Issue 14: /predict's p99 at c=64 at most this multiple of the bare route's."""
+TWO_WORKER_GAIN = 1.6
+"""Issue 14: two workers' throughput as a multiple of one worker's."""
+
+
+def _request_path_targets(bench: dict[str, Any], add: Callable[[str, float | None, float, str, bool], None]) -> None:
+    """Issue 14's targets, when the run measured the bare route (older runs did not: their table stays as it was)."""
+    if not any(row["server"] == "bare" for row in bench.get("http", [])):
+        return
+    c, tail = REFERENCE_CONCURRENCY, TAIL_CONCURRENCY
+    for model in bench["settings"]["models"]:
+        share = BARE_SHARE.get(model, FITTED_BARE_SHARE)
+        endpoints = ("/predict",) if model == "heuristic" else ("/predict", "v2 infer")
+        for endpoint in endpoints:
+            row = find_http(bench, "ours", model, endpoint, c)
+            add(f"{model}: {endpoint} c={c} ×bare FastAPI route", get(row, "vs_bare", "throughput"), share, "×", True)
+        row = find_http(bench, "ours", model, "/predict", tail)
+        add(f"{model}: /predict p99 at c={tail} ×bare's", get(row, "vs_bare", "p99"), TAIL_BARE_MULTIPLE, "×", False)
+    for row in (r for r in bench.get("http", []) if r["server"] == "ours-2w" and r["concurrency"] == c):
+        name = f"{row['model']}: {row['endpoint']} c={c}, two workers ×one"
+        add(name, get(row, "vs_one_worker", "throughput"), TWO_WORKER_GAIN, "×", True)
 
 
 GUARDED = "keys + limits"

@@ -3,7 +3,9 @@
 Start-up checks run in this order, each failing with one line before any worker starts: the configuration
 (exit 2), the file-descriptor limit for ``MPS_MAX_CONNECTIONS`` (exit 2), the multiprocess metrics folder
 (exit 1; created if unset, checked, emptied) and the model (exit 1); the quick checks run before the model's
-libraries are even imported.
+libraries are even imported. The model's checks run in a short-lived child process (``preflight``) unless this
+process will serve a model that needs none of scikit-learn and the original Pipeline: the master of several workers
+never imports a model library, and a worker keeps only what it serves.
 Then uvicorn serves ``LimitedHttpToolsProtocol`` (``server/protocol.py``) with ``GracefulServer`` (one worker)
 or ``GracefulMultiprocess`` (several) from ``server/supervisor.py``.
 """
@@ -15,10 +17,13 @@ import resource
 import sys
 import tempfile
 from contextlib import suppress
+from importlib import import_module
 from pathlib import Path
 
+from ml_production_service import preflight
 from ml_production_service.configs import ConfigError, ServiceConfig, load_config
 from ml_production_service.logging import configure_logging, get_logger
+from ml_production_service.preflight import PROVEN_ENV, ModelCheckFailed
 from ml_production_service.server.protocol import ConnectionLimits, ServerConfig
 from ml_production_service.server.supervisor import GracefulMultiprocess, GracefulServer
 
@@ -128,6 +133,37 @@ def serve(config: ServerConfig) -> int:
     return 0
 
 
+SERVING_MODULES = (APP_FACTORY.split(":")[0], "ml_production_service.fast_path")
+"""What a process serving a fitted model imports: the app, and ONNX Runtime with the fast path."""
+
+
+def import_serving_modules() -> None:
+    """Import ``SERVING_MODULES`` (what uvicorn and the lifespan would import next anyway)."""
+    for name in SERVING_MODULES:
+        import_module(name)
+
+
+def check_model(config: ServiceConfig, command: list[str] | None = None) -> str | None:
+    """Every check of the model, where it costs the serving processes nothing: in a short-lived process when the
+    checks need libraries the server will not keep (the parity of a fast path with its original Pipeline) or when
+    this process serves nothing (the master of several workers); otherwise here, where the model serves anyway.
+    Its proof (``preflight.check_model``, run as ``command``), or ModelCheckFailed with the one-line reason."""
+    if config.workers > 1:
+        return preflight.check_model(config, command)
+    if config.model_type.is_fitted and config.fast_path:
+        # This process will serve: it imports the app and ONNX Runtime while the check process works.
+        return preflight.check_model(config, command, meanwhile=import_serving_modules)
+    # Imported here: the checks before this one fail in a second, before the model's libraries load.
+    from ml_production_service.factory import get_predictor
+    from ml_production_service.predictors.base import ModelLoadError
+
+    try:
+        get_predictor(config)
+    except ModelLoadError as error:
+        raise ModelCheckFailed(str(error)) from error
+    return None
+
+
 def main() -> int:
     """Check the configuration, limits, model and metrics folder, then serve; non-zero exit on a bad start."""
     try:
@@ -146,16 +182,14 @@ def main() -> int:
         if problem is not None:
             logger.error("startup_failed", folder=folder, error=f"{MULTIPROCESS_ENV} {folder} {problem}")
             return 1
-    # Imported here: the checks above fail in a second, before the model's libraries (sklearn, ...) load.
-    from ml_production_service.factory import get_predictor
-    from ml_production_service.predictors.base import ModelLoadError
-
     try:
         # Fail fast, once, with one line, before any worker process starts.
-        get_predictor(config)
-    except ModelLoadError as error:
+        proven = check_model(config)
+    except ModelCheckFailed as error:
         logger.error("startup_failed", model_type=config.model_type.value, error=str(error))
         return 1
+    if proven is not None:
+        os.environ[PROVEN_ENV] = proven  # the serving processes (this one, or the workers it spawns) read it
     logger.info(
         "starting",
         model_type=config.model_type.value,

@@ -22,10 +22,9 @@ from ml_production_service.features import (
     engineer_features,
 )
 from ml_production_service.predictors.base import ModelLoadError
+from ml_production_service.reference import PARITY_TOLERANCE as PARITY_TOLERANCE
 
 FAST_PATH_FILE = "model.onnx"
-PARITY_TOLERANCE = 1e-6
-"""Largest difference allowed between a fast-path probability and the original model's."""
 PARITY_RANDOM_ROWS = 10_000
 PARITY_SEED = 20_261_128
 PROBABILITIES_OUTPUT = 1

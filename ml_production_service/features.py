@@ -1,10 +1,18 @@
-"""The one feature transform, shared by training and serving (it travels inside each artifact)."""
+"""The one feature transform, shared by training and serving (it travels inside each artifact).
+
+scikit-learn is imported only by ``make_feature_transformer``: the heuristic and the fast path serve without it.
+A pickled pipeline names ``engineer_features`` and ``_feature_names_out`` of this module, not the import.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import numpy.typing as npt
-from sklearn.preprocessing import FunctionTransformer
+
+if TYPE_CHECKING:
+    from sklearn.preprocessing import FunctionTransformer
 
 FEATURE_NAMES: tuple[str, ...] = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 """The raw measurements a request carries, in the order every model expects them."""
@@ -56,4 +64,6 @@ def _feature_names_out(_transformer: object, _input_features: object) -> list[st
 
 def make_feature_transformer() -> FunctionTransformer:
     """The pipeline step that applies ``engineer_features``; pickled by reference, never by copy."""
+    from sklearn.preprocessing import FunctionTransformer
+
     return FunctionTransformer(engineer_features, validate=False, feature_names_out=_feature_names_out)

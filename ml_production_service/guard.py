@@ -20,7 +20,6 @@ from typing import Any
 
 from limits import RateLimitItem, parse_many
 from limits.storage import storage_from_string
-from redis.exceptions import RedisError
 
 KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 KEY_HASH = re.compile(r"[0-9a-f]{64}")
@@ -199,7 +198,13 @@ class RateLimiter:
     def __init__(self, items: Sequence[RateLimitItem], uri: str) -> None:
         self.items = tuple(items)
         options: dict[str, Any] = {}
+        # What a storage that cannot answer raises. redis is imported only for a Redis storage: it costs about
+        # 10 MB resident, which every worker (and the master, through the configuration) paid for memory://.
+        self.unavailable: tuple[type[Exception], ...] = (OSError, TimeoutError)
         if uri.startswith("async+redis"):
+            from redis.exceptions import RedisError
+
+            self.unavailable = (RedisError, OSError, TimeoutError)
             options = {
                 "implementation": "redispy",
                 "socket_timeout": STORAGE_TIMEOUT_S,
@@ -227,6 +232,6 @@ class RateLimiter:
             assert chosen is not None  # items is never empty (parse_rate_limit)
             item, key, remaining, allowed = chosen
             reset_s = math.ceil(max(await self.storage.get_expiry(key) - time.time(), 0))
-        except (RedisError, OSError, TimeoutError) as error:
+        except self.unavailable as error:
             raise StorageUnavailable(f"{type(error).__name__}: {error}") from None
         return Quota(item.amount, remaining, reset_s, allowed)

@@ -10,12 +10,14 @@ model that no longer answers them (a changed feature transform, library or artif
 from __future__ import annotations
 
 import bisect
+import functools
+import importlib.util
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from ml_production_service.fast_path import PARITY_TOLERANCE
 from ml_production_service.features import FEATURE_NAMES, FloatArray
 from ml_production_service.manifest import (
     GOLDEN_ROW_COUNT,
@@ -30,6 +32,9 @@ from ml_production_service.predictors.base import ModelLoadError
 
 REFERENCE_QUANTILES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 """Interior bin edges are these training quantiles (numpy's default, linear), de-duplicated: about ten bins."""
+
+PARITY_TOLERANCE = 1e-6
+"""Largest difference allowed between a fast-path probability and the original model's (``fast_path``'s parity)."""
 
 GOLDEN_TOLERANCE = 1e-9
 """Largest difference allowed between the original model's probability and its golden one (float noise only)."""
@@ -112,9 +117,21 @@ def reference_profile(
 
 def golden_rows() -> FloatArray:
     """The golden rows: ``sklearn.datasets.load_iris().data`` (its columns are ``FEATURE_NAMES``, in order)."""
-    from sklearn.datasets import load_iris
+    return _iris_data().copy()
 
-    return np.asarray(load_iris().data, dtype=np.float64)
+
+@functools.cache
+def _iris_data() -> FloatArray:
+    """``load_iris().data`` read from the file it reads, without importing scikit-learn (about 95 MB resident):
+    the heuristic and the fast path check their golden predictions without it."""
+    spec = importlib.util.find_spec("sklearn")  # finds the package without running it
+    if spec is None or not spec.submodule_search_locations:  # pragma: no cover - scikit-learn is a dependency
+        raise ModelLoadError("scikit-learn is not installed: its iris data holds the golden rows")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "iris.csv"
+    # The file's first line is its shape and class names; then four measurements and the class index per row.
+    rows = np.loadtxt(path, delimiter=",", skiprows=1, usecols=range(len(FEATURE_NAMES)), dtype=np.float64)
+    rows.flags.writeable = False
+    return rows
 
 
 def golden_predictions(predict_proba: ProbabilityFunction) -> Golden:

@@ -5,7 +5,7 @@ artifacts trained with other library versions unless explicitly allowed. Every w
 (a folder where a file should be, a link loop, a truncated or foreign artifact) is a ModelLoadError with
 one line naming the file, never a raw exception from the file system, joblib or ONNX Runtime. ``save_model``
 records the artifact's golden predictions in its manifest; ``load_fast_path`` holds the fast path to them
-(``factory`` holds the original model to them).
+(``factory`` holds the original model to them). Reading a manifest and checking sha256s imports no model library.
 """
 
 from __future__ import annotations
@@ -16,34 +16,25 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import joblib
 from pydantic import ValidationError
-from sklearn.pipeline import Pipeline
 
 from ml_production_service.configs import ModelType
-from ml_production_service.fast_path import (
-    FAST_PATH_FILE,
-    ONNX_RUNTIME_ERRORS,
-    FastPathError,
-    OnnxModel,
-    ParityError,
-    ParityReport,
-    check_parity,
-    export_onnx,
-)
 from ml_production_service.manifest import MANIFEST_FILE, FastPathInfo, ModelManifest, installed_library_versions
 from ml_production_service.predictors.base import IntegrityError, ManifestError, ModelLoadError, VersionMismatchError
 from ml_production_service.reference import FAST_PATH_GOLDEN_TOLERANCE, check_golden, golden_predictions
 
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
+
+    from ml_production_service.fast_path import OnnxModel, ParityReport
+
+# joblib, scikit-learn and the fast path (ONNX Runtime) are imported by the functions that need them.
 ARTIFACT_FILE = "model.joblib"
 EXACT_VERSION_LIBRARIES = ("scikit-learn", "xgboost")
 """Pickles of these only load faithfully with the exact version that wrote them."""
 MAJOR_VERSION_LIBRARIES = ("numpy",)
-
-
-_FAST_PATH_ERRORS: tuple[type[Exception], ...] = (FastPathError, *ONNX_RUNTIME_ERRORS)
 
 
 class ManifestNotFoundError(ManifestError):
@@ -148,21 +139,35 @@ def load_artifact(
 ) -> tuple[Pipeline, ModelManifest]:
     """Verify and unpickle the artifact of ``model_type``; return the Pipeline with its manifest."""
     manifest = read_manifest(registry_dir, model_type)
+    path, data = verify_artifact(registry_dir, manifest)
+    check_versions(manifest, allow_version_mismatch=allow_version_mismatch)
+    return _unpickle_pipeline(path, data), manifest
+
+
+def verify_artifact(registry_dir: Path, manifest: ModelManifest) -> tuple[Path, bytes]:
+    """The path and bytes of the artifact ``manifest`` names, sha256 checked (IntegrityError, ManifestError)."""
     if manifest.artifact is None or manifest.sha256 is None:
-        raise ManifestError(f"manifest of {model_type.value} names no artifact and sha256")
-    path, data = _verified_bytes(model_dir(registry_dir, model_type), manifest.artifact, manifest.sha256, "artifact")
+        raise ManifestError(f"manifest of {manifest.model_type.value} names no artifact and sha256")
+    return _verified_bytes(model_dir(registry_dir, manifest.model_type), manifest.artifact, manifest.sha256, "artifact")
+
+
+def check_versions(manifest: ModelManifest, *, allow_version_mismatch: bool = False) -> None:
+    """VersionMismatchError if the artifact was trained with other library versions, unless allowed."""
     mismatches = version_mismatches(manifest)
     if mismatches and not allow_version_mismatch:
+        model_type = manifest.model_type
         raise VersionMismatchError(
             f"artifact of {model_type.value} was trained with other library versions ({'; '.join(mismatches)}): "
             f"retrain it with make train-{model_type.value.replace('_', '-')}, "
             "or set MPS_ALLOW_VERSION_MISMATCH=true to serve it anyway"
         )
-    return _unpickle_pipeline(path, data), manifest
 
 
 def _unpickle_pipeline(path: Path, data: bytes) -> Pipeline:
     """The Pipeline pickled in ``data`` (read from ``path``); ArtifactError if it is not one."""
+    import joblib
+    from sklearn.pipeline import Pipeline
+
     try:
         artifact = joblib.load(io.BytesIO(data))
     except Exception as error:
@@ -201,41 +206,47 @@ def _verified_bytes(folder: Path, name: str, sha256: str, what: str) -> tuple[Pa
     return path, data
 
 
-def load_fast_path(registry_dir: Path, manifest: ModelManifest, original: Any) -> OnnxModel | None:
+FAST_PATH_REMEDY = "re-promote the model, or set MPS_FAST_PATH=false to serve the original"
+
+
+def load_fast_path(registry_dir: Path, manifest: ModelManifest, original: Any | None) -> OnnxModel | None:
     """The manifest's verified fast path, after proving parity with ``original`` and its golden predictions.
 
-    None if the manifest has no fast path.
+    None if the manifest has no fast path. ``original`` None skips the parity proof: only for a fast path whose
+    parity a check process has just proven on the same bytes (the sha256 is verified again here).
     """
+    from ml_production_service.fast_path import ONNX_RUNTIME_ERRORS, FastPathError, OnnxModel, ParityError, check_parity
+
     info = manifest.fast_path
     if info is None:
         return None
+    errors: tuple[type[Exception], ...] = (FastPathError, *ONNX_RUNTIME_ERRORS)
     path, data = _verified_bytes(model_dir(registry_dir, manifest.model_type), info.artifact, info.sha256, "fast path")
     try:
         fast = OnnxModel(data)
         # ONNX Runtime's errors here can only come from the fast path: the original is a scikit-learn model.
-        report = check_parity(original, fast)
-    except _FAST_PATH_ERRORS as error:
-        raise FastPathError(
-            f"fast path {path} cannot serve: {_one_line(str(error))}; "
-            "re-promote the model, or set MPS_FAST_PATH=false to serve the original"
-        ) from error
-    if not report.passed:
+        report = None if original is None else check_parity(original, fast)
+    except errors as error:
+        raise FastPathError(f"fast path {path} cannot serve: {_one_line(str(error))}; {FAST_PATH_REMEDY}") from error
+    if report is not None and not report.passed:
         raise ParityError(
             f"fast path of {manifest.model_type.value} disagrees with the original model on {report.rows} rows "
             f"({report.label_mismatches} labels differ, max probability difference {report.max_abs_diff:.3g}): "
-            "re-promote the model, or set MPS_FAST_PATH=false to serve the original"
+            f"{FAST_PATH_REMEDY}"
         )
     check_golden(
         manifest,
         fast.predict_proba,
         tolerance=FAST_PATH_GOLDEN_TOLERANCE,
         served_by="its ONNX fast path",
-        remedy="re-promote the model, or set MPS_FAST_PATH=false to serve the original",
+        remedy=FAST_PATH_REMEDY,
     )
     return fast
 
 
 def _export_fast_path(pipeline: Any) -> tuple[bytes, ParityReport]:
+    from ml_production_service.fast_path import OnnxModel, ParityError, check_parity, export_onnx
+
     onnx_bytes = export_onnx(pipeline)
     report = check_parity(pipeline, OnnxModel(onnx_bytes))
     if not report.passed:
@@ -252,9 +263,13 @@ def save_model(registry_dir: Path, manifest: ModelManifest, artifact: Any | None
     With an artifact, the manifest gets its names, sha256s and golden predictions (the artifact's own answers,
     whatever the manifest said); without one, only the manifest is written, as given.
     """
+    from ml_production_service.fast_path import FAST_PATH_FILE
+
     folder = model_dir(registry_dir, manifest.model_type)
     folder.mkdir(parents=True, exist_ok=True)
     if artifact is not None:
+        import joblib
+
         # Prove the fast path and the manifest before writing a file: a refused promotion leaves the old model serving.
         onnx_bytes, report = _export_fast_path(artifact)
         manifest = _readable(manifest.model_copy(update={"golden": golden_predictions(artifact.predict_proba)}))

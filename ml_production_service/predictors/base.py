@@ -72,6 +72,15 @@ class BasePredictor(ABC):
     def explain(self, row: FloatArray) -> dict[str, Any]:
         """Why the model answers what it does for one row (a JSON-ready dict)."""
 
+    @property
+    def explainer_loaded(self) -> bool:
+        """Whether ``explain`` answers without loading anything first (else ``load_explainer`` does, once)."""
+        return True
+
+    def load_explainer(self) -> None:
+        """Load what ``explain`` needs if it is not in memory yet (seconds: call it off the event loop)."""
+        return  # noqa: PLR1711 - nothing to load by default; a predictor with a deferred explainer overrides it
+
     def predict_many(self, rows: FloatArray) -> list[Prediction]:
         """Predict every row of ``[n, 4]``."""
         return self.to_predictions(self.predict_proba(rows))

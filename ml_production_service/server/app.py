@@ -192,7 +192,10 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         model_info=app.state.model_info,
     )
     for router in (predict.router, v2.router, health.router, model.router, metrics.router):  # hot routes first
-        app.include_router(router)
+        # The routers' own routes, not include_router: FastAPI 0.16x keeps an included router as a layer that every
+        # request walks twice (match, then handle). The routers have no prefix, dependency or setting to add to
+        # their routes (the routes already carry the router's prefix and responses): same routes, same schema.
+        app.router.routes.extend(router.routes)
     if config.docs_enabled:
         docs.add_docs(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

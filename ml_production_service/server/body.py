@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from ml_production_service.server.errors import ApiError, from_validation_error
 
@@ -16,6 +16,16 @@ class _JsonProbe(BaseModel):
     """Any JSON object, every key skipped: a syntax check that creates no per-field error."""
 
     model_config = ConfigDict(extra="ignore")
+
+
+def request_header(request: Request, name: bytes) -> str | None:
+    """The request's first ``name`` header (lowercase bytes), as ``request.headers.get`` reads it, without building
+    the headers mapping."""
+    headers: list[tuple[bytes, bytes]] = request.scope["headers"]
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return None
 
 
 def is_json(content_type: str) -> bool:
@@ -45,6 +55,21 @@ def too_many_fields(count: int, limit: int) -> ApiError:
     )
 
 
+async def read_body(request: Request) -> bytes:
+    """The whole body, as ``Request.body`` reads it, without its async generator per request (for a route that
+    reads the body once: the stream is consumed)."""
+    receive = request.receive
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.request":
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        elif message["type"] == "http.disconnect":
+            raise ClientDisconnect
+
+
 async def read_json(request: Request, model: type[ModelT], max_fields: int) -> ModelT:
     """Validate the body as ``model``; 415 for another content type, 400 for bad JSON, 422 for bad fields.
 
@@ -52,10 +77,10 @@ async def read_json(request: Request, model: type[ModelT], max_fields: int) -> M
     1 MiB body can hold 170,000 of them. Counting ``:`` is a C-speed upper bound on the number of fields, so a
     body with more than a valid request could have is refused before validation.
     """
-    content_type = request.headers.get("content-type", "")
+    content_type = request_header(request, b"content-type") or ""
     if not is_json(content_type):
         raise unsupported_media_type(content_type)
-    body = await request.body()
+    body = await read_body(request)
     if not body.strip():
         raise ApiError(
             400,

@@ -23,7 +23,7 @@ from ml_production_service.guard import ANONYMOUS, RateLimiter, StorageUnavailab
 from ml_production_service.logging import get_logger
 from ml_production_service.predictors.base import BasePredictor, Prediction
 from ml_production_service.server.errors import ApiError
-from ml_production_service.server.metrics import LIMITER_ERRORS, MODEL_TIMEOUTS, RATE_LIMITED, observe_predictions
+from ml_production_service.server.metrics import LIMITER_ERRORS, MODEL_TIMEOUTS, RATE_LIMITED, PredictionCounter
 from ml_production_service.server.monitoring import Monitor
 from ml_production_service.server.payload import PayloadLog
 from ml_production_service.server.schemas import BatchRequest, batch_request_model
@@ -69,6 +69,7 @@ class DataPlane:
         "max_batch_size",
         "monitor",
         "payload",
+        "predicted",
         "predictor",
         "warmup_us",
         "_last_outage_log",
@@ -89,6 +90,7 @@ class DataPlane:
         self.batch_model: type[BatchRequest] = batch_request_model(max_batch_size)
         self.guard = guard or Guard()
         self.monitor = Monitor(predictor.manifest)
+        self.predicted = PredictionCounter(predictor.model_type, predictor.version, predictor.class_labels)
         self.payload = (
             PayloadLog(self.guard.payload_sample, self.guard.payload_path, predictor.model_type, predictor.version)
             if self.guard.payload_sample > 0
@@ -172,8 +174,13 @@ class DataPlane:
         """One row ``[4]``: its prediction, the model's seconds, and its inputs outside the training range."""
         if self.guard.limiter is not None:
             await self.admit(state, 1)
-        prediction, seconds = await self.run(self.predictor.predict_one, row)
-        observe_predictions(self.model_type, self.version, (prediction.label,))
+        if self.inline:  # the common case, without the coroutine of ``run``
+            started = time.perf_counter()
+            prediction = self.predictor.predict_one(row)
+            seconds = time.perf_counter() - started
+        else:
+            prediction, seconds = await self.run(self.predictor.predict_one, row)
+        self.predicted.one(prediction.class_index)
         outside = self.monitor.observe_one(row, prediction.probabilities[prediction.label])
         if self.payload is not None:
             self.payload.record(
@@ -186,7 +193,7 @@ class DataPlane:
         if self.guard.limiter is not None:
             await self.admit(state, len(rows))
         predictions, seconds = await self.run(self.predictor.predict_many, rows)
-        observe_predictions(self.model_type, self.version, (p.label for p in predictions))
+        self.predicted.many([p.class_index for p in predictions])
         top = np.array([p.probabilities[p.label] for p in predictions], dtype=np.float64)
         if self.payload is not None:
             labels = [p.label for p in predictions]
@@ -200,7 +207,7 @@ class DataPlane:
         probabilities, seconds = await self.run(self.predictor.predict_proba, rows)
         classes = np.argmax(probabilities, axis=1)
         labels = self.predictor.class_labels
-        observe_predictions(self.model_type, self.version, (labels[i] for i in classes.tolist()))
+        self.predicted.many(classes.tolist())
         outside = self.monitor.observe_many(rows, probabilities[np.arange(len(classes)), classes])
         if self.payload is not None:
             named = [dict(zip(labels, row, strict=True)) for row in probabilities.tolist()]

@@ -7,13 +7,13 @@ for ``MPS_WORKERS > 1``) and every worker's samples are aggregated on each scrap
 from __future__ import annotations
 
 import os
-from collections import Counter as Tally
-from collections.abc import Iterable
+from collections.abc import Sequence
 from contextlib import suppress
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -110,11 +110,6 @@ def _request_series(route: str, method: str, status: int) -> tuple[Any, Any]:
     return REQUESTS.labels(route, method, str(status)), LATENCY.labels(route)
 
 
-@lru_cache(maxsize=4096)
-def _prediction_series(model_type: str, model_version: str, label: str) -> Any:
-    return PREDICTIONS.labels(model_type, model_version, label)
-
-
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
     """Count one finished request and its latency."""
     requests, latency = _request_series(route, method, status)
@@ -122,10 +117,35 @@ def observe_request(route: str, method: str, status: int, seconds: float) -> Non
     latency.observe(seconds)
 
 
-def observe_predictions(model_type: str, model_version: str, labels: Iterable[str]) -> None:
-    """Count predicted rows by class."""
-    for label, count in Tally(labels).items():
-        _prediction_series(model_type, model_version, label).inc(count)
+class PredictionCounter:
+    """``mps_predictions_total`` of one model: each class's series resolved on its first row, then counted without
+    a lookup or a tally per request (a ``Counter`` of one label costs more than the increment)."""
+
+    def __init__(self, model_type: str, model_version: str, labels: Sequence[str]) -> None:
+        self.model_type = model_type
+        self.model_version = model_version
+        self.labels = labels
+        self.series: list[Any] = [None] * len(labels)
+
+    def _series(self, index: int) -> Any:
+        series = self.series[index]
+        if series is None:  # a class never predicted has no series yet, as before any row
+            series = self.series[index] = PREDICTIONS.labels(self.model_type, self.model_version, self.labels[index])
+        return series
+
+    def one(self, index: int) -> None:
+        """One row predicted as class ``index``."""
+        self._series(index).inc()
+
+    def many(self, indices: Sequence[int]) -> None:
+        """Rows predicted as these class indices."""
+        if len(indices) == 1:
+            self._series(indices[0]).inc()
+            return
+        counts = np.bincount(np.asarray(indices, dtype=np.intp), minlength=len(self.labels)).tolist()
+        for index, count in enumerate(counts):
+            if count:
+                self._series(index).inc(count)
 
 
 def observe_model(model_type: str, model_version: str, sha256: str | None, load_seconds: float) -> None:

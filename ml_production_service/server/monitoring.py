@@ -104,6 +104,8 @@ class Monitor:
 
     def observe_many(self, rows: FloatArray, top_probabilities: FloatArray) -> list[list[str]]:
         """Served rows ``[n, 4]``: count them; per row, the names of its inputs outside the training range."""
+        if len(rows) == 1:  # a one-row tensor (V2's usual request): numpy's per-call cost would be most of it
+            return [self.observe_one(rows[0], float(top_probabilities[0]))]
         for probability in top_probabilities.tolist():
             self.confidence.observe(probability)
         if not self.active:

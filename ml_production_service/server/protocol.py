@@ -181,6 +181,51 @@ REFUSALS = _RefusalLog()
 SHEDDING = _RefusalLog("requests_shed", "max_in_flight")
 
 
+class HeadWithBody:
+    """The transport one answer is written through: its head (status line and headers, written at
+    ``http.response.start``) waits for the first body bytes and leaves with them in one ``write``, one system call
+    per answer instead of two (a send on loopback costs about 9 µs on this machine). A head that no body follows
+    (HEAD, a 204, a streamed answer still computing) leaves at the end of the event loop's pass."""
+
+    __slots__ = ("first", "held", "loop", "transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self.loop = loop
+        self.first = True
+        self.held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        """The first write is held (until the next one, or the end of the pass); the next ones go out at once."""
+        if self.first:
+            self.first = False
+            self.held = data
+            self.loop.call_soon(self.flush)
+            return
+        held = self.held
+        if held is not None:
+            self.held = None
+            data = held + data
+        self.transport.write(data)
+
+    def flush(self) -> None:
+        """Write what is held."""
+        held = self.held
+        if held is not None:
+            self.held = None
+            if not self.transport.is_closing():
+                self.transport.write(held)
+
+    def close(self) -> None:
+        """Flush, then close the connection."""
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        """Whether the connection is closing."""
+        return self.transport.is_closing()
+
+
 class _Rejected(Exception):
     """Raised from a parser callback to stop parsing a request that has already been answered with an error."""
 
@@ -280,8 +325,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.shed()
             raise _Rejected
         super().on_headers_complete()
-        if SHUTDOWN.draining and self.cycle is not None:
-            self.cycle.keep_alive = False
+        if self.cycle is not None:
+            self.cycle.transport = HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
+            if SHUTDOWN.draining:
+                self.cycle.keep_alive = False
 
     # --- limits --------------------------------------------------------------------------------------------
 

@@ -116,23 +116,58 @@ def test_wrk_gets_the_open_files_its_concurrency_needs(monkeypatch: pytest.Monke
         load.open_files_for(512)
 
 
-def test_ours_guard_follows_ours_of_the_guard_model_and_sends_the_key(tmp_path: Path) -> None:
-    """The guarded server is planned right after ours of the heuristic (or of the first model when the run has
-    no heuristic), on /predict with the key wrk must send; without a key it is not planned."""
+def test_two_workers_and_the_enabled_server_follow_ours_of_the_guard_model(tmp_path: Path) -> None:
+    """After the ceiling and the bare route, ``ours-2w`` (two workers) and ``ours-enabled`` (keys, limits and the
+    payload log, wrk sending the key) are planned right after ours of the heuristic (or of the first model when the
+    run has no heuristic); without a key only ``ours-2w`` is."""
     key = guard.write_key(tmp_path)
     assert (tmp_path / "api-keys").read_text() == f"bench:{key_digest(key.key.encode()).hex()}\n"
     models = [ModelType.DECISION_TREE, ModelType.HEURISTIC]
     steps = plan.bench_plan(plan.QUICK, models, DEFAULT_REGISTRY_DIR, key)
     specs = [(step.build(), step) for step in steps]
     names = [(spec.name, spec.model) for spec, _ in specs]
-    assert names.index(("ours-guard", "heuristic")) == names.index(("ours", "heuristic")) + 1
-    spec, step = specs[names.index(("ours-guard", "heuristic"))]
+    assert names[:2] == [("ceiling", None), ("bare", None)]
+    ours = names.index(("ours", "heuristic"))
+    assert names[ours + 1 : ours + 3] == [("ours-2w", "heuristic"), ("ours-enabled", "heuristic")]
+    two, two_step = specs[ours + 1]
+    assert two.env["MPS_WORKERS"] == "2" and [e.path for e in two_step.endpoints] == ["/predict"]
+    spec, step = specs[ours + 2]
     assert [(e.path, e.headers) for e in step.endpoints] == [("/predict", {"X-API-Key": key.key})]
     assert spec.env["MPS_API_KEYS_FILE"] == str(key.path) and key.key not in json.dumps(spec.settings)
+    assert spec.env["MPS_PAYLOAD_LOG_SAMPLE"] == "1" and Path(spec.env["MPS_PAYLOAD_LOG_PATH"]).parent == tmp_path
+    assert str(tmp_path) not in json.dumps(spec.settings)
     assert plan.guard_model([ModelType.XGBOOST, ModelType.DECISION_TREE]) == ModelType.XGBOOST
     assert plan.overload_models(models) == [ModelType.HEURISTIC]
-    unguarded = plan.bench_plan(plan.QUICK, models, DEFAULT_REGISTRY_DIR, None)
-    assert all(step.build().name != "ours-guard" for step in unguarded)
+    unguarded = [step.build().name for step in plan.bench_plan(plan.QUICK, models, DEFAULT_REGISTRY_DIR, None)]
+    assert "ours-enabled" not in unguarded and "ours-2w" in unguarded
+
+
+def test_bare_and_one_worker_ratios_only_in_runs_that_measured_them() -> None:
+    """Every HTTP row of a run with the bare route gets its ratios to it at the same concurrency, and the
+    two-worker rows to one worker on the same model and route; a run without them gets neither key."""
+
+    def row(server: str, rps: float, p99: float, model: str | None = "heuristic") -> dict[str, Any]:
+        return {
+            "server": server,
+            "model": model,
+            "endpoint": "/predict",
+            "concurrency": 8,
+            "rows_per_s": rps,
+            "latency_ms": {"p50": p99 / 2, "p99": p99, "p99.9": p99 * 2},
+        }
+
+    results = {"http": [row("bare", 1000.0, 2.0, None), row("ours", 700.0, 3.0), row("ours-2w", 1200.0, 3.0)]}
+    add_ratios(results)
+    bare, ours, two = results["http"]
+    assert bare["vs_bare"]["throughput"] == 1 and ours["vs_bare"]["throughput"] == pytest.approx(0.7)
+    assert ours["vs_bare"]["p99"] == pytest.approx(1.5) and "vs_one_worker" not in ours
+    assert two["vs_one_worker"]["throughput"] == pytest.approx(1200 / 700)
+    older = {"http": [row("ours", 700.0, 3.0)]}
+    add_ratios(older)
+    assert "vs_bare" not in older["http"][0]
+    headers = [header for header, _ in report.http_columns(results)]
+    assert headers[7:9] == ["×bare", "p50 ms"] and headers[-2:] == ["p99 ×bare", "×1 worker"]
+    assert report.http_columns(older) == report.HTTP_COLUMNS
 
 
 def test_guard_targets_appear_only_for_runs_that_measured_the_guard() -> None:

@@ -1,9 +1,10 @@
-"""The real server command on a broken registry: exit 1 and one JSON line naming the problem, no traceback."""
+"""The server command on a broken registry: exit 1 and one JSON line naming the problem, no traceback."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from pathlib import Path
 import joblib
 import pytest
 
+from ml_production_service.__main__ import main
 from ml_production_service.configs import DEFAULT_REGISTRY_DIR
 from tests.functional.server_process import REPOSITORY, SERVER_COMMAND, free_port, server_env
 
@@ -112,26 +114,30 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", [pytest.param(case, id=name) for name, case in CASES.items()])
-def test_broken_registry_stops_start_up_with_one_json_line(case: Breakage, tmp_path: Path) -> None:
-    """python -m ml_production_service exits 1 and prints only a startup_failed line naming what is broken."""
+COMMAND_CASES = ("garbage-onnx", "heuristic-manifest-is-a-directory")
+"""Run as the real command: a failure found by the check process, and one found in place (the heuristic). The
+others go through ``main()`` in this process, which starts the same check process."""
+
+
+def _broken(case: Breakage, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A broken copy of registry/prd and the server's environment for it: the broken path and the settings."""
     registry = tmp_path / "registry"
     shutil.copytree(DEFAULT_REGISTRY_DIR, registry)
     broken = case.breaks(registry, case.model_type)
-    env = server_env(
-        MPS_REGISTRY_DIR=str(registry),
-        MPS_MODEL_TYPE=case.model_type,
-        MPS_LOG_FORMAT="json",
-        MPS_WORKERS="1",
-        MPS_API_HOST="127.0.0.1",
-        MPS_API_PORT=str(free_port()),
-    )
-    result = subprocess.run(
-        SERVER_COMMAND, cwd=REPOSITORY, env=env, capture_output=True, text=True, timeout=60, check=False
-    )
-    output = result.stdout + result.stderr
+    settings = {
+        "MPS_REGISTRY_DIR": str(registry),
+        "MPS_MODEL_TYPE": case.model_type,
+        "MPS_LOG_FORMAT": "json",
+        "MPS_WORKERS": "1",
+        "MPS_API_HOST": "127.0.0.1",
+        "MPS_API_PORT": str(free_port()),
+    }
+    return broken, settings
+
+
+def _assert_one_startup_failed_line(case: Breakage, broken: Path, code: int, output: str) -> None:
     assert "Traceback" not in output, output
-    assert result.returncode == 1, output
+    assert code == 1, output
     lines = output.splitlines()
     assert len(lines) == 1, output
     assert lines[0].strip()
@@ -141,3 +147,37 @@ def test_broken_registry_stops_start_up_with_one_json_line(case: Breakage, tmp_p
     assert record["model_type"] == case.model_type
     assert str(broken) in record["error"]
     assert case.problem in record["error"]
+
+
+@pytest.mark.parametrize("name", COMMAND_CASES)
+def test_broken_registry_stops_the_server_command_with_one_json_line(name: str, tmp_path: Path) -> None:
+    """python -m ml_production_service exits 1 and prints only a startup_failed line naming what is broken."""
+    case = CASES[name]
+    broken, settings = _broken(case, tmp_path)
+    result = subprocess.run(
+        SERVER_COMMAND,
+        cwd=REPOSITORY,
+        env=server_env(**settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    _assert_one_startup_failed_line(case, broken, result.returncode, result.stdout + result.stderr)
+
+
+@pytest.mark.parametrize(
+    "case", [pytest.param(case, id=name) for name, case in CASES.items() if name not in COMMAND_CASES]
+)
+def test_broken_registry_stops_start_up_with_one_json_line(
+    case: Breakage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """main() returns 1 and its process (the check process's output included) prints only a startup_failed line."""
+    broken, settings = _broken(case, tmp_path)
+    for name in [name for name in os.environ if name.startswith("MPS_")]:
+        monkeypatch.delenv(name)
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    code = main()
+    captured = capfd.readouterr()
+    _assert_one_startup_failed_line(case, broken, code, captured.out + captured.err)

@@ -8,7 +8,7 @@ import pytest
 
 from ml_production_service.configs import DEFAULT_REGISTRY_DIR, ModelType
 from ml_production_service.registry import save_model
-from research.experiments.common import FamilyConfig, build_manifest, load_dataset, recipe_hyperparameters
+from research.experiments.common import FamilyConfig, build_manifest, fit_final, load_dataset, recipe_hyperparameters
 from research.experiments.promotion import reproduce
 
 FITTED = [pytest.param(model_type, id=model_type.value) for model_type in ModelType if model_type.is_fitted]
@@ -34,7 +34,7 @@ def test_a_registry_saved_from_the_recipes_retrains_to_the_same_bytes(tmp_path: 
     byte for byte) retrains to the same model.joblib and model.onnx: the check above can pass."""
     config = FamilyConfig.load(model_type)
     dataset = load_dataset()
-    model = config.build().fit(dataset.features, dataset.targets)
+    model = fit_final(config.build(), dataset.features, dataset.targets)
     manifest = build_manifest(
         model_type,
         config.estimator,

@@ -17,16 +17,18 @@ from sklearn.tree import DecisionTreeClassifier
 
 from ml_production_service import fast_path, features
 from ml_production_service.configs import DEFAULT_REGISTRY_DIR, ModelType, ServiceConfig
-from ml_production_service.factory import PREDICTORS, get_predictor
+from ml_production_service.factory import PREDICTORS, get_predictor, load_fitted, proof, verify_model
 from ml_production_service.features import ENGINEERED_FEATURE_NAMES, FloatArray
 from ml_production_service.manifest import MANIFEST_FILE
 from ml_production_service.predictors import heuristic
-from ml_production_service.predictors.base import ManifestError, VersionMismatchError
+from ml_production_service.predictors.base import IntegrityError, ManifestError, VersionMismatchError
 from ml_production_service.predictors.heuristic import HeuristicPredictor
 from ml_production_service.predictors.ml_model import MLModelPredictor
+from ml_production_service.preflight import PROVEN_ENV
 from ml_production_service.reference import GoldenMismatchError
 from ml_production_service.registry import load_artifact, read_manifest, sha256_file
 from research.experiments.common import make_pipeline
+from tests.unit.conftest import FITTED_TYPES
 
 SETOSA = np.array([5.1, 3.5, 1.4, 0.2])
 VIRGINICA = np.array([6.3, 3.3, 6.0, 2.5])
@@ -239,3 +241,93 @@ def test_a_swapped_artifact_with_its_sha256_re_recorded_refuses_to_start(tiny_re
         config = ServiceConfig(model_type=ModelType.DECISION_TREE, registry_dir=tiny_registry, fast_path=fast)
         with pytest.raises(GoldenMismatchError, match=r"\(the original model\) differs .* first row \d+"):
             get_predictor(config)
+
+
+@pytest.mark.parametrize("model_type", [pytest.param(m, id=m.value) for m in FITTED_TYPES])
+def test_a_proven_model_serves_its_fast_path_and_loads_the_pipeline_for_its_first_explanation(
+    model_type: ModelType, tiny_registry: Path, iris_rows: FloatArray
+) -> None:
+    """With the proof of its files, the Pipeline stays on disk until an explanation needs it; answers are the same."""
+    full = load_fitted(tiny_registry, model_type)
+    proven = load_fitted(tiny_registry, model_type, proven=proof(full.manifest))
+    assert proven.uses_fast_path and not proven.explainer_loaded
+    np.testing.assert_array_equal(proven.predict_proba(iris_rows), full.predict_proba(iris_rows))
+    assert not proven.explainer_loaded  # predictions never load it
+    proven.load_explainer()
+    assert proven.explainer_loaded
+    assert proven.explain(iris_rows[100]) == full.explain(iris_rows[100])
+
+
+def test_a_proof_of_other_files_is_ignored_and_everything_is_checked_again(tiny_registry: Path) -> None:
+    """A proof naming another artifact (a registry changed since the check) loads the Pipeline and proves parity."""
+    manifest = read_manifest(tiny_registry, ModelType.DECISION_TREE)
+    stale = proof(manifest.model_copy(update={"sha256": "0" * 64}))
+    predictor = load_fitted(tiny_registry, ModelType.DECISION_TREE, proven=stale)
+    assert predictor.uses_fast_path and predictor.explainer_loaded
+
+
+def test_a_proven_model_still_verifies_both_files_and_its_golden_predictions(tiny_registry: Path) -> None:
+    """The proof skips only the parity proof: a tampered artifact, fast path or golden answer still refuses."""
+    model_type = ModelType.DECISION_TREE
+    manifest = read_manifest(tiny_registry, model_type)
+    proven = proof(manifest)
+    folder = tiny_registry / model_type.value
+    artifact = folder / "model.joblib"
+    original = artifact.read_bytes()
+    artifact.write_bytes(original + b"x")
+    with pytest.raises(IntegrityError, match="model.joblib"):
+        load_fitted(tiny_registry, model_type, proven=proven)
+    artifact.write_bytes(original)
+    assert manifest.golden is not None
+    wrong = [[row[1], row[0], *row[2:]] for row in manifest.golden.probabilities]
+    changed = manifest.model_copy(update={"golden": manifest.golden.model_copy(update={"probabilities": wrong})})
+    (folder / MANIFEST_FILE).write_text(changed.model_dump_json(), encoding="utf-8")
+    with pytest.raises(GoldenMismatchError, match="its ONNX fast path"):
+        load_fitted(tiny_registry, model_type, proven=proven)
+
+
+def test_the_first_explanation_of_a_proven_model_verifies_the_artifact_again(tiny_registry: Path) -> None:
+    """An artifact changed after start-up is refused when the explanation loads it, never unpickled."""
+    model_type = ModelType.RANDOM_FOREST
+    predictor = load_fitted(tiny_registry, model_type, proven=proof(read_manifest(tiny_registry, model_type)))
+    artifact = tiny_registry / model_type.value / "model.joblib"
+    artifact.write_bytes(artifact.read_bytes()[:-1])
+    with pytest.raises(IntegrityError):
+        predictor.load_explainer()
+    assert not predictor.explainer_loaded
+
+
+@pytest.mark.parametrize(
+    ("model_type", "fast_path", "proven"),
+    [
+        pytest.param(ModelType.HEURISTIC, True, False, id="heuristic"),
+        pytest.param(ModelType.DECISION_TREE, False, False, id="tree-without-fast-path"),
+        pytest.param(ModelType.DECISION_TREE, True, True, id="tree-fast-path"),
+    ],
+)
+def test_verify_model_proves_only_a_fast_path(
+    model_type: ModelType, fast_path: bool, proven: bool, tiny_registry: Path
+) -> None:
+    """The proof names the fitted model's files when a fast path serves; there is nothing to hand on otherwise."""
+    config = ServiceConfig(model_type=model_type, registry_dir=tiny_registry, fast_path=fast_path)
+    expected = proof(read_manifest(tiny_registry, model_type)) if proven else None
+    assert verify_model(config) == expected
+    assert (expected is not None) == proven
+
+
+def test_a_manifest_without_a_fast_path_has_no_proof(tiny_registry: Path) -> None:
+    """Only a fast path's parity is proven elsewhere: a manifest without one has nothing to hand on."""
+    manifest = read_manifest(tiny_registry, ModelType.DECISION_TREE)
+    assert proof(manifest) is not None
+    assert proof(manifest.model_copy(update={"fast_path": None})) is None
+
+
+def test_the_proof_from_the_environment_reaches_the_fitted_constructor(
+    tiny_registry: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """get_predictor (the lifespan's call) reads the server command's proof: the Pipeline is left on disk."""
+    model_type = ModelType.XGBOOST
+    config = ServiceConfig(model_type=model_type, registry_dir=tiny_registry)
+    assert get_predictor(config).explainer_loaded
+    monkeypatch.setenv(PROVEN_ENV, proof(read_manifest(tiny_registry, model_type)) or "")
+    assert not get_predictor(config).explainer_loaded

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 import sys
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 import structlog
 
 from ml_production_service.configs import LogFormat, ServiceConfig
 from ml_production_service.logging import (
+    LINE_FLUSH_S,
     ROUTED_LOGGERS,
     SILENCED_LOGGERS,
     configure_logging,
     get_logger,
+    log_line,
     resolve_format,
 )
 
@@ -158,3 +162,61 @@ def test_format_defaults_to_console_on_a_terminal(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(sys, "stderr", _Terminal())
     assert resolve_format(ServiceConfig()) is LogFormat.CONSOLE
     assert resolve_format(ServiceConfig(log_format="json")) is LogFormat.JSON
+
+
+def _request_fields() -> dict[str, object]:
+    return {"request_id": "abc", "method": "POST", "path": "/predict", "status": 200, "latency_ms": 0.5}
+
+
+def test_log_line_writes_what_the_structlog_chain_writes(capsys: pytest.CaptureFixture[str]) -> None:
+    """In JSON, the hot path's line has the chain's keys in the chain's order and the same values (the timestamp
+    aside); below the level it writes nothing, and an error line carries level error."""
+    configure_logging(ServiceConfig(log_format="json"))
+    logger = get_logger("ml_production_service.access")
+    logger.info("request", **_request_fields())
+    log_line(logger, "ml_production_service.access", "info", "request", _request_fields())
+    chain, fast = _json_lines(capsys.readouterr().err)
+    assert list(fast) == list(chain) == [*_request_fields(), "event", "level", "timestamp", "logger"]
+    assert {**fast, "timestamp": None} == {**chain, "timestamp": None}
+    assert str(fast["timestamp"]).endswith("Z") and datetime.fromisoformat(str(fast["timestamp"]))
+    log_line(logger, "ml_production_service.access", "error", "request", _request_fields())
+    assert _json_lines(capsys.readouterr().err)[0]["level"] == "error"
+    configure_logging(ServiceConfig(log_format="json", log_level="WARNING"))
+    log_line(logger, "ml_production_service.access", "info", "request", _request_fields())
+    assert capsys.readouterr().err == ""
+
+
+def test_log_line_goes_through_the_chain_for_console_and_bound_context(capsys: pytest.CaptureFixture[str]) -> None:
+    """The console format, and a line logged while context is bound, take structlog's way: the bound values
+    appear in the line."""
+    configure_logging(ServiceConfig(log_format="console"))
+    log_line(get_logger("x"), "x", "info", "request", _request_fields())
+    assert "request" in capsys.readouterr().err
+    configure_logging(ServiceConfig(log_format="json"))
+    structlog.contextvars.bind_contextvars(trace="t-1")
+    try:
+        log_line(get_logger("x"), "x", "info", "request", _request_fields())
+    finally:
+        structlog.contextvars.clear_contextvars()
+    [record] = _json_lines(capsys.readouterr().err)
+    assert record["trace"] == "t-1" and record["request_id"] == "abc"
+
+
+def test_log_line_in_a_loop_flushes_after_a_short_delay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a running loop, lines wait in stderr's buffer and reach the file together, LINE_FLUSH_S later; a loop
+    that ended with a flush pending does not stop the next loop's lines from being flushed."""
+    configure_logging(ServiceConfig(log_format="json"))
+    path = tmp_path / "stderr"
+    with path.open("wb", buffering=0) as raw:
+        monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(io.BufferedWriter(raw)))
+
+        async def two_lines(wait_s: float) -> tuple[int, int]:
+            for _ in range(2):
+                log_line(get_logger("x"), "x", "info", "request", _request_fields())
+            before = len(path.read_bytes())
+            await asyncio.sleep(wait_s)
+            return before, len(path.read_bytes().splitlines())
+
+        assert asyncio.run(two_lines(LINE_FLUSH_S * 5)) == (0, 2)
+        asyncio.run(two_lines(0))  # its loop ends before the flush: the lines wait
+        assert asyncio.run(two_lines(LINE_FLUSH_S * 5))[1] == 6

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import TypeAdapter, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from ml_production_service.predictors.base import Prediction
 from ml_production_service.server.body import read_json
 from ml_production_service.server.deps import PlaneDep
-from ml_production_service.server.errors import JSON, ApiError
+from ml_production_service.server.errors import JSON, ApiError, JsonAnswer
 from ml_production_service.server.openapi import ANY_ROUTE, BODY_ROUTE, MODEL_ROUTE
 from ml_production_service.server.schemas import (
     BatchRequest,
@@ -33,22 +36,46 @@ def _body(schema: str) -> dict[str, Any]:
     }
 
 
-def _server_timing(model_seconds: float) -> dict[str, str]:
-    return {"server-timing": f"model;dur={model_seconds * 1000:.3f}"}
+def _server_timing(model_seconds: float) -> list[tuple[bytes, bytes]]:
+    return [(b"server-timing", b"model;dur=%.3f" % (model_seconds * 1000))]
+
+
+EXPLAIN_DESCRIPTION = "Add the reason for the prediction."
+EXPLAIN_PARAMETER = {
+    "name": "explain",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "boolean", "description": EXPLAIN_DESCRIPTION, "default": False, "title": "Explain"},
+    "description": EXPLAIN_DESCRIPTION,
+}
+"""``?explain``, documented as FastAPI documents a ``Query`` parameter (it is read by ``explain_flag``)."""
+_BOOL = TypeAdapter(bool)
+
+
+def explain_flag(request: Request) -> bool:
+    """``?explain`` as FastAPI's ``Query`` parameter reads it (its last value, pydantic's bool; 422 naming
+    ``query.explain`` otherwise), without its per-request work when, as almost always, there is no query."""
+    if not request.scope["query_string"]:
+        return False
+    values = request.query_params.getlist("explain")
+    if not values:
+        return False
+    try:
+        return _BOOL.validate_python(values[-1])
+    except ValidationError as error:
+        errors = [{**e, "loc": ("query", "explain")} for e in error.errors(include_url=False)]
+        raise RequestValidationError(errors) from None
 
 
 @router.post(
     "/predict",
     response_model=None,
     responses={200: {"model": PredictResponse}, **ERRORS},
-    openapi_extra=_body(IrisFeatures.__name__),
+    openapi_extra={"parameters": [EXPLAIN_PARAMETER], **_body(IrisFeatures.__name__)},
 )
-async def predict(
-    request: Request,
-    plane: PlaneDep,
-    explain: Annotated[bool, Query(description="Add the reason for the prediction.")] = False,
-) -> Response:
+async def predict(request: Request, plane: PlaneDep) -> Response:
     """Classify one flower from its four measurements in centimetres."""
+    explain = explain_flag(request)
     row = (await read_json(request, IrisFeatures, SINGLE_ROW_FIELDS)).to_row()
     prediction, seconds, outside = await plane.predict_one(row, request.scope["state"])
     payload: dict[str, Any] = {
@@ -60,8 +87,10 @@ async def predict(
     if outside:
         payload["out_of_range"] = outside
     if explain:
+        if not plane.predictor.explainer_loaded:  # the first explanation loads the original model: not on the loop
+            await run_in_threadpool(plane.predictor.load_explainer)
         payload["explanation"] = await plane.explain(row)
-    return Response(orjson.dumps(payload), media_type=JSON, headers=_server_timing(seconds))
+    return JsonAnswer(orjson.dumps(payload), _server_timing(seconds))
 
 
 @router.post(
@@ -91,7 +120,7 @@ async def predict_batch(request: Request, plane: PlaneDep) -> Response:
         "model_type": plane.model_type,
         "model_version": plane.version,
     }
-    return Response(orjson.dumps(payload), media_type=JSON, headers=_server_timing(seconds))
+    return JsonAnswer(orjson.dumps(payload), _server_timing(seconds))
 
 
 def _row(prediction: Prediction, outside: list[str]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from ml_production_service import __version__
 from ml_production_service.features import FEATURE_NAMES
+from ml_production_service.server.body import read_body, request_header
 from ml_production_service.server.dataplane import DataPlane
 from ml_production_service.server.deps import PlaneDep, get_data_plane
 from ml_production_service.server.errors import echo
@@ -26,6 +27,7 @@ from ml_production_service.server.v2_codec import (
 router = APIRouter(prefix="/v2", tags=["v2"], responses=ANY_ROUTE)
 MODEL_ERRORS = {**MODEL_ROUTE, **errors(404)}
 SERVER_NAME = "ml-production-service"
+BINARY_HEADER_BYTES = BINARY_HEADER.encode()
 
 
 def _check_model(plane: DataPlane, name: str, version: str | None = None) -> None:
@@ -54,9 +56,9 @@ async def infer_version(request: Request, plane: PlaneDep, name: str, version: s
 
 async def _infer(request: Request, plane: DataPlane, name: str, version: str | None) -> Response:
     _check_model(plane, name, version)
-    header_length = request.headers.get(BINARY_HEADER)
-    check_content_type(request.headers.get("content-type", ""), header_length is not None)
-    inference, binary = parse_request(await request.body(), header_length)
+    header_length = request_header(request, BINARY_HEADER_BYTES)
+    check_content_type(request_header(request, b"content-type") or "", header_length is not None)
+    inference, binary = parse_request(await read_body(request), header_length)
     rows = input_rows(inference, binary, plane.max_batch_size)
     wanted = requested_outputs(inference)
     scores = await plane.scores(rows, request.scope["state"])

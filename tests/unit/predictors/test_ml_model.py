@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from sklearn.pipeline import Pipeline
@@ -11,6 +14,7 @@ from ml_production_service.configs import ModelType
 from ml_production_service.features import FloatArray
 from ml_production_service.manifest import ModelManifest
 from ml_production_service.predictors.base import ManifestError
+from ml_production_service.predictors.heuristic import HeuristicPredictor
 from ml_production_service.predictors.ml_model import MLModelPredictor
 from research.experiments.common import make_pipeline
 
@@ -83,7 +87,7 @@ def test_artifact_that_is_not_a_pipeline_is_refused(
     """A bare estimator (without the shared feature step) would see the wrong columns: it is refused."""
     bare = DecisionTreeClassifier(random_state=0).fit(iris_rows, iris_targets)
     with pytest.raises(ManifestError, match="not a Pipeline"):
-        MLModelPredictor(bare, tiny_manifests[ModelType.DECISION_TREE])  # type: ignore[arg-type]
+        MLModelPredictor(bare, tiny_manifests[ModelType.DECISION_TREE])
 
 
 def test_artifact_with_fewer_classes_than_the_manifest_is_refused(
@@ -182,3 +186,48 @@ def test_warm_up_runs_the_fast_path_that_will_serve(
     predictor = MLModelPredictor(tiny_pipelines[ModelType.DECISION_TREE], tiny_manifests[ModelType.DECISION_TREE], fast)
     predictor.warm_up(iris_rows[0], repeats=7)
     assert fast.calls == [1] * 7
+
+
+def test_without_its_pipeline_a_predictor_needs_a_fast_path_and_a_loader(
+    tiny_pipelines: dict[ModelType, Pipeline], tiny_manifests: dict[ModelType, ModelManifest]
+) -> None:
+    """Nothing could serve or explain: refused at construction, not at the first request."""
+    manifest = tiny_manifests[ModelType.DECISION_TREE]
+    pipeline = tiny_pipelines[ModelType.DECISION_TREE]
+    with pytest.raises(ValueError, match="needs its fast path and a way to load"):
+        MLModelPredictor(None, manifest, load=lambda: pipeline)
+    with pytest.raises(ValueError, match="needs its fast path and a way to load"):
+        MLModelPredictor(None, manifest, _FakeFastPath())
+
+
+def test_a_deferred_pipeline_is_loaded_once_and_checked_like_a_given_one(
+    tiny_pipelines: dict[ModelType, Pipeline], tiny_manifests: dict[ModelType, ModelManifest], iris_rows: FloatArray
+) -> None:
+    """Concurrent first explanations load the Pipeline once; a loader that returns something else is refused."""
+    manifest = tiny_manifests[ModelType.RANDOM_FOREST]
+    pipeline = tiny_pipelines[ModelType.RANDOM_FOREST]
+    calls: list[int] = []
+
+    def load() -> Pipeline:
+        calls.append(1)
+        time.sleep(0.05)  # long enough for the other threads to arrive while it loads
+        return pipeline
+
+    predictor = MLModelPredictor(None, manifest, _FakeFastPath(), load=load)
+    assert not predictor.explainer_loaded
+    with ThreadPoolExecutor(4) as pool:
+        explanations = list(pool.map(lambda _: predictor.explain(iris_rows[0]), range(4)))
+    assert calls == [1] and predictor.explainer_loaded
+    assert explanations == [MLModelPredictor(pipeline, manifest).explain(iris_rows[0])] * 4
+    wrong = MLModelPredictor(None, manifest, _FakeFastPath(), load=lambda: "not a pipeline")
+    with pytest.raises(ManifestError, match="is a str, not a Pipeline"):
+        wrong.load_explainer()
+    assert not wrong.explainer_loaded
+
+
+def test_a_predictor_with_its_explainer_in_memory_has_nothing_to_load() -> None:
+    """The heuristic (and a predictor given its Pipeline) explains at once: loading is a no-op."""
+    predictor = HeuristicPredictor()
+    assert predictor.explainer_loaded
+    predictor.load_explainer()
+    assert predictor.explainer_loaded

@@ -16,6 +16,7 @@ from ml_production_service.server.v2_codec import (
     MAX_INPUTS,
     MAX_NAME_CHARS,
     OUTPUT_DTYPES,
+    SMALL_TENSOR,
     InferenceRequest,
     check_content_type,
     encode_response,
@@ -397,6 +398,22 @@ def test_values_outside_the_range_are_400_naming_row_column_and_value(value: flo
     assert error.message.startswith("input 'x' row 1 petal_length=")
     assert error.message.endswith("every value must be finite, >= 0.01 and <= 100")
     assert (error.details[0]["field"], error.details[0]["rule"]) == ("inputs[0].data[1][2]", "range")
+
+
+@pytest.mark.parametrize("datatype", ["FP64", "FP32"])
+@pytest.mark.parametrize("value", [0.0, float("nan"), float("inf"), 100.5])
+def test_large_and_small_tensors_refuse_the_same_value_the_same_way(value: float, datatype: str) -> None:
+    """A tensor past SMALL_TENSOR values is checked by numpy, a smaller one over plain floats: the same bad value,
+    in the same place, gets the same answer; every good value passes both."""
+    good = [[5.1, 3.5, 1.4, 0.2]] * (SMALL_TENSOR // 4 + 1)
+    answers = []
+    for before in ([], good):
+        rows = [*before, [6.3, 3.3, value, 2.5]]
+        error = _rows_refusal(_request(_tensor(rows, shape=[len(rows), 4], datatype=datatype)), max_rows=100)
+        answers.append((error.message.replace(f"row {len(before)} ", "row N "), error.details[0]["rule"]))
+        good_rows = _request(_tensor(good, shape=[len(good), 4], datatype=datatype))
+        assert input_rows(good_rows, b"", 100).shape == (len(good), 4)
+    assert answers[0] == answers[1]
 
 
 def test_the_first_bad_value_in_row_order_is_named() -> None:
