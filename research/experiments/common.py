@@ -200,13 +200,16 @@ def fit_final(model: Any, features: FloatArray, targets: np.ndarray) -> Any:
     pickle writes them as they are, so one model's bytes depended on what the process had allocated before. Every
     tree's nodes are copied field by field into zeroed memory. And pickle writes an object once and refers back to
     it after: a string read from JSON is another object than the equal default an estimator shares with its
-    sub-estimators, so the bytes would differ (a forest's "gini" in every tree); string parameters are interned.
+    sub-estimators, so the bytes would differ (a forest's "gini" in every tree); string parameters are interned,
+    and so are the attribute names of every step and tree (an instance made after one was unpickled in the same
+    process can carry the unpickled, uninterned names, which changed the bytes of the trees' state).
     """
     estimator = model[-1] if isinstance(model, Pipeline) else model
     strings = {name: value for name, value in estimator.get_params(deep=False).items() if isinstance(value, str)}
     estimator.set_params(**{name: sys.intern(value) for name, value in strings.items()})
     model.fit(features, targets)
     trees = [estimator] if hasattr(estimator, "tree_") else list(getattr(estimator, "estimators_", []))
+    _intern_attribute_names(model)
     for tree in trees:
         if not hasattr(tree, "tree_"):
             continue
@@ -217,6 +220,17 @@ def fit_final(model: Any, features: FloatArray, targets: np.ndarray) -> Any:
             clean[name] = nodes[name]
         tree.tree_.__setstate__({**state, "nodes": clean})
     return model
+
+
+def _intern_attribute_names(part: Any) -> None:
+    """Intern the attribute names of ``part`` and of every estimator it holds (steps, templates, fitted trees)."""
+    if isinstance(part, list | tuple):
+        for item in part:
+            _intern_attribute_names(item)
+    elif isinstance(part, BaseEstimator):
+        part.__dict__ = {sys.intern(name): value for name, value in vars(part).items()}
+        for value in vars(part).values():
+            _intern_attribute_names(value)
 
 
 def build_manifest(
