@@ -118,7 +118,7 @@ def _readme_bench_rows(bench: dict[str, Any]) -> list[str]:
             num(get(find_http(bench, server, model, "/predict/batch", c), "rows_per_s")),
             num(get(v2, "rows_per_s")),
             times(get(v2, "vs_bare", "throughput")),
-            num(get(servers.get((server, model)), "rss_mb")),
+            num(get(servers.get((server, model)), "rss_tree_mb")),
         ]
 
     rows = [row("ceiling (raw ASGI)", "ceiling", None, "constant", (None, None))]
@@ -140,7 +140,7 @@ def _readme_bench_rows(bench: dict[str, Any]) -> list[str]:
         f"batch rows/s c={c}",
         f"V2 req/s c={c}",
         "V2 ×bare",
-        "RSS MB",
+        "RSS MB (every process)",
     ]
     return table(header, (r for r in rows if r is not None))
 

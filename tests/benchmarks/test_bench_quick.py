@@ -21,7 +21,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Path, dict[str, Any]]:
     """One quick run (one model) into a temporary folder: its exit code, folder and results.json."""
     out = tmp_path_factory.mktemp("bench")
-    code = run.main(["--quick", "--models", MODEL, "--out", str(out), "--command", "pytest"])
+    # Start-up and memory per process has its own test (test_startup.py): here it would only start three more servers.
+    code = run.main(["--quick", "--models", MODEL, "--out", str(out), "--command", "pytest", "--skip-startup"])
     return code, out, json.loads((out / "results.json").read_text())
 
 
