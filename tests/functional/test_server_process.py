@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -107,6 +108,25 @@ def test_flipped_byte_in_artifact_stops_start_up(tmp_path: Path) -> None:
     failure = [r for r in lines if r["event"] == "startup_failed"]
     assert len(failure) == 1
     assert "integrity check failed" in failure[0]["error"]
+
+
+def test_an_artifact_changed_after_start_up_refuses_explanations_not_predictions(tmp_path: Path) -> None:
+    """A worker loads the original model at the first ?explain (issue 15); if its artifact changed on disk since
+    start-up, that request gets a 503 naming the integrity check, and predictions go on from the checked fast path."""
+    registry = tmp_path / "registry"
+    shutil.copytree(DEFAULT_REGISTRY_DIR, registry)
+    row = {"sepal_length": 6.3, "sepal_width": 3.3, "petal_length": 6.0, "petal_width": 2.5}
+    with running_server(MPS_MODEL_TYPE="random_forest", MPS_REGISTRY_DIR=str(registry), MPS_WORKERS="1") as server:
+        artifact = registry / "random_forest" / "model.joblib"
+        data = bytearray(artifact.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        artifact.write_bytes(bytes(data))
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _post(f"{server.url}/predict?explain=true", row, "explain-after-change")
+        answer = json.loads(refused.value.read())
+        assert refused.value.code == 503
+        assert answer["code"] == "explanations_unavailable" and "integrity" in answer["error"]
+        assert _post(f"{server.url}/predict", row, "predict-after-change")["prediction"] == "virginica"
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from ml_production_service.predictors.base import Prediction
+from ml_production_service.predictors.base import ModelLoadError, Prediction
 from ml_production_service.server.body import read_json
 from ml_production_service.server.deps import PlaneDep
 from ml_production_service.server.errors import JSON, ApiError, JsonAnswer
@@ -88,7 +88,15 @@ async def predict(request: Request, plane: PlaneDep) -> Response:
         payload["out_of_range"] = outside
     if explain:
         if not plane.predictor.explainer_loaded:  # the first explanation loads the original model: not on the loop
-            await run_in_threadpool(plane.predictor.load_explainer)
+            try:
+                await run_in_threadpool(plane.predictor.load_explainer)
+            except ModelLoadError as error:  # its artifact changed or went away since start-up: an operator's fault
+                raise ApiError(
+                    503,
+                    "explanations_unavailable",
+                    f"the original model cannot be loaded to explain ({error}); predictions without ?explain still "
+                    "work, a restart re-checks the registry",
+                ) from None
         payload["explanation"] = await plane.explain(row)
     return JsonAnswer(orjson.dumps(payload), _server_timing(seconds))
 
