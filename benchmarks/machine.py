@@ -13,6 +13,7 @@ from ml_production_service import __version__
 from ml_production_service.configs import ModelType
 from ml_production_service.predictors.base import ModelLoadError
 from ml_production_service.registry import read_manifest
+from research.experiments.environment import cpu_model
 
 VERSION_DISTRIBUTIONS = (
     "fastapi",
@@ -30,17 +31,6 @@ VERSION_DISTRIBUTIONS = (
     "prometheus-client",
 )
 """The distributions whose versions a run records, after the service's own."""
-
-
-def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """The CPU's model name, or ``unknown``."""
-    try:
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def machine() -> dict[str, Any]:
